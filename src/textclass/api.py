@@ -1,0 +1,171 @@
+"""`Classifier`: the Python API that ties tokenize → batch → model → postprocess together."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textclass import postprocess
+from textclass.batching import make_batches
+from textclass.checkpoint import Checkpoint, open_checkpoint
+from textclass.config import EncoderConfig
+from textclass.errors import InputError
+from textclass.tokenize import TextInput, Tokenizer
+
+_NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}  # CPU: activations stay in cache
+
+
+class Classifier:
+    """A sequence-classification checkpoint ready to classify texts.
+
+    >>> clf = Classifier.from_pretrained("path/to/checkpoint")   # doctest: +SKIP
+    >>> clf("I've been waiting for a HuggingFace course my whole life.")   # doctest: +SKIP
+    [{'label': 'POSITIVE', 'score': 0.9598}]
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        tokenizer: Tokenizer,
+        engine: Callable[[Any], np.ndarray],
+        has_head: bool,
+        device: str,
+        max_batch_tokens: int,
+    ):
+        self.checkpoint = checkpoint
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.has_head = has_head
+        self.device = device
+        self.max_batch_tokens = max_batch_tokens
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike[str],
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> Classifier:
+        from textclass.checkpoint import build_model
+        from textclass.engine import TorchEngine, pick_device, pick_dtype
+
+        checkpoint = open_checkpoint(path_or_id)
+        tokenizer = Tokenizer.from_folder(
+            checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
+        )
+        device = pick_device(device)
+        model, new_head = build_model(checkpoint, pick_dtype(dtype, device), device)
+        budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
+        return cls(checkpoint, tokenizer, TorchEngine(model, device), not new_head, device, budget)
+
+    # ---- what the model is ---------------------------------------------------------------------
+    @property
+    def config(self) -> EncoderConfig:
+        return self.checkpoint.config
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.config.id2label
+
+    @property
+    def folder(self) -> Path:
+        return self.checkpoint.folder
+
+    # ---- classifying ---------------------------------------------------------------------------
+    def logits(
+        self,
+        inputs: TextInput | dict | Sequence[TextInput | dict],
+        truncation: bool = True,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """(n, num_labels) float32 logits, in input order."""
+        if not self.has_head:
+            raise InputError(
+                f"{self.folder} is a bare encoder without a classification head; "
+                "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
+            )
+        items, _ = normalise_inputs(inputs)
+        encoded = self.tokenizer.encode_batch(items, truncation=truncation, max_length=max_length)
+        if not truncation:
+            limit = self.tokenizer.model_max_length
+            for index, item in enumerate(encoded):
+                if len(item) > limit:
+                    raise InputError(
+                        f"input {index} has {len(item)} tokens but the model takes at most {limit}; "
+                        "enable truncation or shorten the text"
+                    )
+        out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        for batch in make_batches(
+            encoded,
+            self.max_batch_tokens,
+            self.tokenizer.pad_token_id,
+            self.engine.uses_token_types,
+            max_batch_size=batch_size,
+        ):
+            out[batch.indices] = self.engine(batch)
+        return out
+
+    def __call__(
+        self,
+        inputs: TextInput | dict | Sequence[TextInput | dict],
+        top_k: int | None = _NOT_GIVEN,
+        function_to_apply: str | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        """Labels and scores shaped exactly like `transformers.pipeline("text-classification")`."""
+        _, single = normalise_inputs(inputs)
+        function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
+        legacy = top_k is _NOT_GIVEN
+        if legacy:
+            top_k = 1
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise InputError(f"top_k must be a positive integer or None (all labels); got {top_k!r}")
+        logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
+        scores = postprocess.apply(logits, function)
+        return postprocess.format_output(scores, self.labels, top_k, legacy, single)
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.folder)!r}, family={self.config.family}, labels={list(self.labels)})"
+
+
+def normalise_inputs(inputs: Any) -> tuple[list[TextInput], bool]:
+    """Texts and pairs as the tokenizer takes them, and whether the caller passed a single input.
+
+    Accepted like the pipeline: a str, a {"text", "text_pair"} dict, a (text, pair) tuple, or a list of those.
+    """
+    single = isinstance(inputs, (str, dict, tuple))
+    items = [inputs] if single else inputs
+    if not isinstance(items, (list, np.ndarray)) and not hasattr(items, "__iter__"):
+        raise InputError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
+    out: list[TextInput] = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            pair = item.get("text_pair")
+            out.append(item["text"] if pair is None else (item["text"], _str(pair, index)))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            out.append((_str(item[0], index), _str(item[1], index)))
+        else:
+            raise InputError(
+                f"input {index} is {type(item).__name__}; expected a string, a (text, text_pair) pair "
+                'or {"text": ..., "text_pair": ...}'
+            )
+    return out, single
+
+
+def _str(value: Any, index: int) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"input {index}: text pairs must hold two strings, got {type(value).__name__}")
+    return value

@@ -1,0 +1,75 @@
+"""Group tokenized inputs into padded batches: sorted by length, capped by a token budget.
+
+Sorting keeps padding small (neighbours have similar lengths); the budget caps rows × padded width,
+so a batch of short texts holds many rows and a batch of long ones few. Batches carry the caller's
+indices so results can be put back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from textclass.tokenize import Encoded
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: np.ndarray  # (rows,) positions of these rows in the caller's input
+    input_ids: np.ndarray  # (rows, width) int64, right-padded
+    attention_mask: np.ndarray  # (rows, width) int64, 1 for tokens
+    token_type_ids: np.ndarray | None  # (rows, width) int64, or None when the model has no token types
+
+    @property
+    def tokens(self) -> int:
+        """Padded size, the cost the budget caps."""
+        return int(self.input_ids.size)
+
+
+def plan(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int | None = None) -> list[list[int]]:
+    """Split indices into batches, longest first, so that rows × longest length ≤ max_batch_tokens.
+
+    An input longer than the whole budget still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current:
+            width = lengths[current[0]]  # the first row is the longest: it sets the padded width
+            full = (len(current) + 1) * width > max_batch_tokens
+            if full or (max_batch_size is not None and len(current) >= max_batch_size):
+                batches.append(current)
+                current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(encoded: Sequence[Encoded], indices: Sequence[int], pad_token_id: int, token_types: bool) -> Batch:
+    width = max(len(encoded[i]) for i in indices)
+    rows = len(indices)
+    input_ids = np.full((rows, width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((rows, width), dtype=np.int64)
+    token_type_ids = np.zeros((rows, width), dtype=np.int64) if token_types else None
+    for row, index in enumerate(indices):
+        item = encoded[index]
+        input_ids[row, : len(item)] = item.ids
+        attention_mask[row, : len(item)] = 1
+        if token_type_ids is not None:
+            token_type_ids[row, : len(item)] = item.type_ids
+    return Batch(np.asarray(indices, dtype=np.int64), input_ids, attention_mask, token_type_ids)
+
+
+def make_batches(
+    encoded: Sequence[Encoded],
+    max_batch_tokens: int,
+    pad_token_id: int,
+    token_types: bool,
+    max_batch_size: int | None = None,
+) -> Iterator[Batch]:
+    for indices in plan([len(e) for e in encoded], max_batch_tokens, max_batch_size):
+        yield collate(encoded, indices, pad_token_id, token_types)

@@ -1,0 +1,224 @@
+"""Find a checkpoint (local folder or hub id), read its config and weights, and build the model.
+
+Weights are mapped through the family's declarative table and loaded strictly: a tensor the table
+expects but the file lacks, or a tensor nobody expects, is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textclass.config import EncoderConfig, load_config_json
+from textclass.errors import CheckpointError
+from textclass.models import Family, family_for
+
+if TYPE_CHECKING:
+    import torch
+
+    from textclass.models.encoder import SequenceClassifier
+
+# In order of preference when a folder has several formats.
+WEIGHT_FILES = (
+    ("safetensors", "model.safetensors"),
+    ("safetensors", "model.safetensors.index.json"),
+    ("bin", "pytorch_model.bin"),
+    ("bin", "pytorch_model.bin.index.json"),
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "vocab.json", "merges.txt")  # fmt: skip
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    folder: Path
+    family: Family
+    config: EncoderConfig
+    weight_format: str  # "safetensors" or "bin"
+    weight_files: tuple[Path, ...]
+
+    @property
+    def is_classifier_config(self) -> bool:
+        """Whether config.json says it was saved from a *ForSequenceClassification model."""
+        architectures = self.config.raw.get("architectures") or []
+        return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def open_checkpoint(path_or_id: str | os.PathLike[str]) -> Checkpoint:
+    folder = resolve_folder(path_or_id)
+    raw = load_config_json(folder)
+    family = family_for(raw.get("model_type"))
+    config = family.read_config(raw, raw["model_type"])
+    weight_format, files = _weight_files(folder)
+    return Checkpoint(folder, family, config, weight_format, files)
+
+
+def resolve_folder(path_or_id: str | os.PathLike[str]) -> Path:
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; expected a Hugging Face checkpoint folder")
+    text = str(path_or_id)
+    if _HUB_ID.match(text) and "/" in text and not text.startswith("."):
+        return _download(text)
+    raise CheckpointError(f"model folder {text} does not exist; pass a checkpoint folder or a hub id (org/name)")
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch only what a classifier needs: config, tokenizer and one weight format."""
+    try:
+        from huggingface_hub import list_repo_files, snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
+        raise CheckpointError("downloading from the hub needs huggingface_hub: pip install huggingface_hub") from exc
+    try:
+        files = set(list_repo_files(repo_id))
+        weights = next(
+            (name for _, name in WEIGHT_FILES if name in files),
+            None,
+        )
+        if weights is None:
+            raise CheckpointError(f"hub repo {repo_id} has no model.safetensors or pytorch_model.bin")
+        patterns = ["config.json", *TOKENIZER_FILES, weights]
+        if weights.endswith(".index.json"):
+            patterns.append(weights.split(".")[0] + "-*")
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except CheckpointError:
+        raise
+    except Exception as online_error:
+        try:  # offline: a copy already in the local hub cache still works
+            return Path(snapshot_download(repo_id, local_files_only=True))
+        except Exception:
+            raise CheckpointError(
+                f"could not download {repo_id!r} from the Hugging Face hub ({type(online_error).__name__}); "
+                "are you offline? pass a local checkpoint folder instead"
+            ) from online_error
+
+
+def _weight_files(folder: Path) -> tuple[str, tuple[Path, ...]]:
+    for weight_format, name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return weight_format, (path,)
+        try:
+            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not a valid shard index (needs a 'weight_map')") from exc
+        shards = tuple(folder / shard for shard in dict.fromkeys(weight_map.values()))
+        for shard in shards:
+            if not shard.is_file():
+                raise CheckpointError(f"{path} lists shard {shard.name}, which is missing")
+        return weight_format, shards
+    expected = ", ".join(name for _, name in WEIGHT_FILES)
+    raise CheckpointError(f"{folder} has no weights; expected one of {expected}")
+
+
+def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in checkpoint.weight_files:
+        try:
+            if checkpoint.weight_format == "safetensors":
+                from safetensors.torch import load_file
+
+                part = load_file(str(path), device="cpu")
+            else:
+                # weights_only refuses pickled code: a .bin from the internet cannot run anything.
+                part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{path} does not hold a state dict of tensors")
+        tensors.update(part)
+    return tensors
+
+
+def _normalise(name: str, base_prefix: str) -> str:
+    if name.startswith(base_prefix + "."):
+        name = name[len(base_prefix) + 1 :]
+    # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+    if name.endswith(".gamma"):
+        name = name[: -len("gamma")] + "weight"
+    elif name.endswith(".beta"):
+        name = name[: -len("beta")] + "bias"
+    return name
+
+
+def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rename checkpoint tensors to our parameter names.
+
+    Returns the state dict and the head parameters the checkpoint lacks (a bare encoder): those are
+    for the caller to initialise. Anything else missing or unexpected raises, naming the tensors.
+    """
+    family = checkpoint.family
+    table = family.weight_table(checkpoint.config)
+    state: dict[str, Any] = {}
+    unexpected = []
+    for name in list(tensors):
+        key = _normalise(name, family.base_prefix)
+        if key in table:
+            state[table[key]] = tensors.pop(name)
+        elif not key.startswith(family.ignored_prefixes):
+            unexpected.append(name)
+    if unexpected:
+        raise CheckpointError(
+            f"unexpected tensors in {checkpoint.folder} for a {checkpoint.config.model_type} model: "
+            f"{', '.join(sorted(unexpected)[:10])}"
+        )
+    head = family.head_names()
+    missing = [hf for hf, ours in table.items() if ours not in state]
+    missing_body = [name for name in missing if name not in head]
+    if missing_body:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.folder} lacks tensors: {', '.join(missing_body[:10])}"
+            + (f" and {len(missing_body) - 10} more" if len(missing_body) > 10 else "")
+        )
+    if missing and checkpoint.is_classifier_config:
+        raise CheckpointError(
+            f"config.json says {checkpoint.config.raw['architectures'][0]} but the weights lack its head: "
+            f"{', '.join(missing)}"
+        )
+    return state, [table[name] for name in missing]
+
+
+def build_model(
+    checkpoint: Checkpoint, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> tuple[SequenceClassifier, list[str]]:
+    """The model with the checkpoint's weights, and the head parameters that were freshly initialised."""
+    import torch
+
+    from textclass.models.encoder import SequenceClassifier
+
+    dtype = dtype or torch.float32
+    state, new_head = map_weights(checkpoint, read_tensors(checkpoint))
+    # Built on the meta device, then the loaded tensors become the parameters: one copy of the weights.
+    with torch.device("meta"):
+        model = SequenceClassifier(checkpoint.config)
+    params = dict(model.named_parameters())
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(params[name].shape):
+            raise CheckpointError(
+                f"tensor for {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(params[name].shape)}"
+            )
+        state[name] = tensor.to(device=device, dtype=dtype)
+    for name in new_head:
+        state[name] = torch.empty(params[name].shape, dtype=dtype, device=device)
+    model.load_state_dict(state, strict=True, assign=True)
+    if new_head:
+        generator = torch.Generator(device=device).manual_seed(0)
+        with torch.no_grad():
+            for name in new_head:
+                param = model.get_parameter(name)
+                if name.endswith("bias"):
+                    param.zero_()
+                else:
+                    param.normal_(0.0, checkpoint.config.initializer_range, generator=generator)
+    return model.eval(), new_head

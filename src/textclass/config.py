@@ -1,0 +1,116 @@
+"""The model configuration every family reduces to, read from a Hugging Face `config.json`.
+
+Families differ in key names (`dim` vs `hidden_size`), not in what the encoder needs, so each family
+file turns its `config.json` into this one frozen dataclass and the shared encoder reads only this.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textclass.errors import CheckpointError
+
+# Activations the encoder implements; HF names several spellings of the two GELUs.
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+_ACTIVATION_ALIASES = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    family: str  # our family name: "bert", "distilbert", "roberta"
+    model_type: str  # as written in config.json ("xlm-roberta" keeps its own name)
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    activation: str
+    max_position_embeddings: int
+    type_vocab_size: int  # 0 when the family has no token type embeddings (DistilBERT)
+    layer_norm_eps: float
+    pad_token_id: int
+    # RoBERTa counts positions from pad_token_id + 1; None means positions start at 0.
+    position_offset: int | None
+    head_activation: str  # "tanh" (BERT pooler, RoBERTa head) or "relu" (DistilBERT pre_classifier)
+    head_dropout_first: bool  # RoBERTa's head applies dropout before its dense layer too
+    hidden_dropout: float
+    attention_dropout: float
+    classifier_dropout: float
+    initializer_range: float
+    id2label: tuple[str, ...]
+    problem_type: str | None
+    torch_dtype: str | None
+    # The original config.json, kept so that training can write a checkpoint transformers reads back.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.id2label)}
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input (special tokens included) the position table can hold."""
+        offset = 0 if self.position_offset is None else self.position_offset
+        return self.max_position_embeddings - offset
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def activation_name(value: str, where: str) -> str:
+    if value not in _ACTIVATION_ALIASES:
+        raise CheckpointError(
+            f"{where}: activation {value!r} is not supported; expected one of {sorted(_ACTIVATION_ALIASES)}"
+        )
+    return _ACTIVATION_ALIASES[value]
+
+
+def read_labels(raw: dict[str, Any]) -> tuple[str, ...]:
+    """id2label as a tuple indexed by class id; LABEL_i when the config names none (as transformers does)."""
+    id2label = raw.get("id2label")
+    if id2label:
+        try:
+            by_id = {int(k): str(v) for k, v in id2label.items()}
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"config.json: id2label keys must be integers, got {list(id2label)}") from exc
+        if sorted(by_id) != list(range(len(by_id))):
+            raise CheckpointError(f"config.json: id2label ids must be 0..{len(by_id) - 1}, got {sorted(by_id)}")
+        return tuple(by_id[i] for i in range(len(by_id)))
+    num_labels = int(raw.get("num_labels", 2))
+    return tuple(f"LABEL_{i}" for i in range(num_labels))
+
+
+def load_config_json(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no config.json; expected a Hugging Face checkpoint folder")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return raw
+
+
+def require(raw: dict[str, Any], key: str, model_type: str) -> Any:
+    if key not in raw:
+        raise CheckpointError(f"config.json of a {model_type} model lacks {key!r}")
+    return raw[key]

@@ -1,0 +1,91 @@
+"""BERT (MiniLM included) and RoBERTa / XLM-RoBERTa: config readers and weight tables.
+
+They share the module layout; RoBERTa adds a position offset (pad_token_id + 1) and its own head names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textclass.config import EncoderConfig, activation_name, read_labels, require
+from textclass.errors import CheckpointError
+from textclass.models.family import Family
+
+_EMBEDDINGS = {
+    "embeddings.word_embeddings": "encoder.embeddings.word",
+    "embeddings.position_embeddings": "encoder.embeddings.position",
+    "embeddings.token_type_embeddings": "encoder.embeddings.token_type",
+    "embeddings.LayerNorm": "encoder.embeddings.norm",
+}
+_LAYER = {
+    "encoder.layer.{i}.attention.self.query": "attention.query",
+    "encoder.layer.{i}.attention.self.key": "attention.key",
+    "encoder.layer.{i}.attention.self.value": "attention.value",
+    "encoder.layer.{i}.attention.output.dense": "attention.out",
+    "encoder.layer.{i}.attention.output.LayerNorm": "attention_norm",
+    "encoder.layer.{i}.intermediate.dense": "ffn_in",
+    "encoder.layer.{i}.output.dense": "ffn_out",
+    "encoder.layer.{i}.output.LayerNorm": "ffn_norm",
+}
+
+
+def _read(raw: dict[str, Any], model_type: str, *, roberta: bool) -> EncoderConfig:
+    get = lambda key: require(raw, key, model_type)  # noqa: E731
+    position_type = raw.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise CheckpointError(f"position_embedding_type {position_type!r} is not supported; only 'absolute' is")
+    hidden_dropout = float(raw.get("hidden_dropout_prob", 0.1))
+    classifier_dropout = raw.get("classifier_dropout")
+    pad = int(raw.get("pad_token_id", 1 if roberta else 0))
+    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+    if hidden % heads:
+        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    return EncoderConfig(
+        family="roberta" if roberta else "bert",
+        model_type=model_type,
+        vocab_size=int(get("vocab_size")),
+        hidden_size=hidden,
+        num_layers=int(get("num_hidden_layers")),
+        num_heads=heads,
+        intermediate_size=int(get("intermediate_size")),
+        activation=activation_name(raw.get("hidden_act", "gelu"), "config.json hidden_act"),
+        max_position_embeddings=int(get("max_position_embeddings")),
+        type_vocab_size=int(raw.get("type_vocab_size", 2)),
+        layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
+        pad_token_id=pad,
+        position_offset=pad + 1 if roberta else None,
+        head_activation="tanh",
+        head_dropout_first=roberta,
+        hidden_dropout=hidden_dropout,
+        attention_dropout=float(raw.get("attention_probs_dropout_prob", 0.1)),
+        classifier_dropout=hidden_dropout if classifier_dropout is None else float(classifier_dropout),
+        initializer_range=float(raw.get("initializer_range", 0.02)),
+        id2label=read_labels(raw),
+        problem_type=raw.get("problem_type"),
+        torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+        raw=raw,
+    )
+
+
+BERT = Family(
+    name="bert",
+    model_types=("bert",),
+    base_prefix="bert",
+    read_config=lambda raw, model_type: _read(raw, model_type, roberta=False),
+    embeddings=_EMBEDDINGS,
+    layer=_LAYER,
+    head={"pooler.dense": "head.dense", "classifier": "head.out"},
+    ignored_prefixes=("embeddings.position_ids", "cls.", "lm_head."),
+)
+
+ROBERTA = Family(
+    name="roberta",
+    model_types=("roberta", "xlm-roberta", "camembert"),
+    base_prefix="roberta",
+    read_config=lambda raw, model_type: _read(raw, model_type, roberta=True),
+    embeddings=_EMBEDDINGS,
+    layer=_LAYER,
+    head={"classifier.dense": "head.dense", "classifier.out_proj": "head.out"},
+    # A RoBERTa classifier has no pooler; base checkpoints carry one (and an LM head) that we leave unused.
+    ignored_prefixes=("embeddings.position_ids", "pooler.", "lm_head."),
+)

@@ -1,0 +1,163 @@
+"""The post-LayerNorm transformer encoder shared by BERT, RoBERTa/XLM-R and DistilBERT, and its head.
+
+The families differ only in embeddings (token types, position offset) and in the head's activation, so
+one set of modules serves them all; `models/<family>.py` maps checkpoint tensor names onto these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textclass.config import EncoderConfig
+
+
+def activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu(x)
+    if name == "silu":
+        return F.silu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        batch, seq = input_ids.shape
+        offset = self.config.position_offset
+        if offset is None:
+            positions = torch.arange(seq, device=input_ids.device).expand(batch, seq)
+        else:
+            # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding the pad position.
+            not_pad = input_ids.ne(self.config.pad_token_id).int()
+            positions = torch.cumsum(not_pad, dim=1) * not_pad + self.config.pad_token_id
+        x = self.word(input_ids) + self.position(positions)  # (batch, seq, hidden)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_type(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout_p = config.attention_dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, seq, hidden = x.shape
+        head_dim = hidden // self.num_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (batch, seq, hidden) -> (batch, heads, seq, head_dim)
+            return t.view(batch, seq, self.num_heads, head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        # mask: (batch, 1, 1, seq) bool, True where a key may be attended to; None when nothing is padded.
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0, scale=1 / math.sqrt(head_dim)
+        )
+        return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # Post-LN, as in the original BERT: residual first, then normalise.
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        h = self.ffn_out(activate(self.ffn_in(x), self.activation))
+        return self.ffn_norm(x + self.dropout(h))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (batch, seq)
+        attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (batch, seq, hidden)
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class ClassificationHead(nn.Module):
+    """First-token pooling: dense + activation, then a linear layer to the labels.
+
+    BERT calls the dense layer its pooler (tanh), DistilBERT its pre_classifier (ReLU), RoBERTa its
+    classifier.dense (tanh); the maths is the same.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.activation = config.head_activation
+        self.dropout_first = config.head_dropout_first
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (batch, seq, hidden) -> (batch, labels)
+        x = hidden[:, 0]
+        if self.dropout_first:
+            x = self.dropout(x)
+        x = activate(self.dense(x), self.activation)
+        return self.out(self.dropout(x))
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.head = ClassificationHead(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (batch, num_labels) logits
+        return self.head(self.encoder(input_ids, attention_mask, token_type_ids))
+
