@@ -14,7 +14,7 @@ from textclass.batching import make_batches
 from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.config import EncoderConfig
 from textclass.errors import InputError
-from textclass.tokenize import TextInput, Tokenizer
+from textclass.tokenize import Encoded, TextInput, Tokenizer
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}  # CPU: activations stay in cache
@@ -78,21 +78,18 @@ class Classifier:
         return self.checkpoint.folder
 
     # ---- classifying ---------------------------------------------------------------------------
-    def logits(
+    def encode(
         self,
         inputs: TextInput | dict | Sequence[TextInput | dict],
         truncation: bool = True,
         max_length: int | None = None,
-        batch_size: int | None = None,
-    ) -> np.ndarray:
-        """(n, num_labels) float32 logits, in input order."""
-        if not self.has_head:
-            raise InputError(
-                f"{self.folder} is a bare encoder without a classification head; "
-                "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
-            )
+        truncation_side: str = "right",
+    ) -> list[Encoded]:
+        """Tokenize inputs for `run`; without truncation, an input over the model's limit is an error."""
         items, _ = normalise_inputs(inputs)
-        encoded = self.tokenizer.encode_batch(items, truncation=truncation, max_length=max_length)
+        encoded = self.tokenizer.encode_batch(
+            items, truncation=truncation, max_length=max_length, truncation_side=truncation_side
+        )
         if not truncation:
             limit = self.tokenizer.model_max_length
             for index, item in enumerate(encoded):
@@ -101,9 +98,18 @@ class Classifier:
                         f"input {index} has {len(item)} tokens but the model takes at most {limit}; "
                         "enable truncation or shorten the text"
                     )
-        out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
+        return encoded
+
+    def run(self, encoded: Sequence[Encoded], batch_size: int | None = None) -> np.ndarray:
+        """(n, num_labels) float32 logits for tokenized inputs, in their order (length-sorted batches inside)."""
+        if not self.has_head:
+            raise InputError(
+                f"{self.folder} is a bare encoder without a classification head; "
+                "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
+            )
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
         for batch in make_batches(
             encoded,
             self.max_batch_tokens,
@@ -114,6 +120,18 @@ class Classifier:
             out[batch.indices] = self.engine(batch)
         return out
 
+    def logits(
+        self,
+        inputs: TextInput | dict | Sequence[TextInput | dict],
+        truncation: bool = True,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """(n, num_labels) float32 logits, in input order."""
+        if not self.has_head:
+            self.run([])  # the same clear error before any tokenizing work
+        return self.run(self.encode(inputs, truncation=truncation, max_length=max_length), batch_size=batch_size)
+
     def __call__(
         self,
         inputs: TextInput | dict | Sequence[TextInput | dict],
@@ -122,7 +140,7 @@ class Classifier:
         truncation: bool = True,
         max_length: int | None = None,
         batch_size: int | None = None,
-    ) -> list[Any]:
+    ) -> list[Any] | dict[str, Any]:
         """Labels and scores shaped exactly like `transformers.pipeline("text-classification")`."""
         _, single = normalise_inputs(inputs)
         function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
@@ -133,7 +151,10 @@ class Classifier:
             raise InputError(f"top_k must be a positive integer or None (all labels); got {top_k!r}")
         logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
         scores = postprocess.apply(logits, function)
-        return postprocess.format_output(scores, self.labels, top_k, legacy, single)
+        result = postprocess.format_output(scores, self.labels, top_k, legacy, single)
+        if legacy and single and not isinstance(inputs, str):
+            return result[0]  # the pipeline wraps a lone dict in a list only for a str input
+        return result
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.folder)!r}, family={self.config.family}, labels={list(self.labels)})"

@@ -159,7 +159,9 @@ class Tokenizer:
         else:
             inputs = texts
         limit = max_length if max_length is not None else self.model_max_length
-        encoded = self.encode_batch(inputs, truncation=truncation, max_length=limit, add_special_tokens=add_special_tokens)
+        encoded = self.encode_batch(
+            inputs, truncation=truncation, max_length=limit, add_special_tokens=add_special_tokens
+        )
         if padding is True or padding == "longest":
             width = max((len(e) for e in encoded), default=0)
         elif padding == "max_length":
@@ -199,7 +201,9 @@ class Tokenizer:
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         text = self._base.decode(list(ids), skip_special_tokens=skip_special_tokens)
-        cleanup = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        cleanup = (
+            self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        )
         return clean_up_tokenization(text) if cleanup else text
 
     @property

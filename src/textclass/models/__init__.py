@@ -15,6 +15,4 @@ def family_for(model_type: str | None) -> Family:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    raise CheckpointError(
-        f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-    )
+    raise CheckpointError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")

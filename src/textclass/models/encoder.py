@@ -160,4 +160,3 @@ class SequenceClassifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, num_labels) logits
         return self.head(self.encoder(input_ids, attention_mask, token_type_ids))
-

@@ -1,0 +1,3 @@
+from textclass.cli import main
+
+main()

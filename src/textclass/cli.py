@@ -1,0 +1,200 @@
+"""The `textclass` command line: parses arguments, calls the typed API, prints. Nothing more.
+
+Heavy imports (torch, the model) happen inside commands so `--help` and errors are instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from textclass.errors import TextclassError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Classify text with Hugging Face sequence-classification checkpoints.",
+)
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder or hub id (org/name).")]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
+    if texts and input_file:
+        fail("give texts as arguments or with --input, not both")
+    if texts:
+        return list(texts)
+    if input_file is not None:
+        if str(input_file) == "-":
+            raw = sys.stdin.buffer.read()
+            source = "standard input"
+        else:
+            if not input_file.is_file():
+                fail(f"input file {input_file} does not exist")
+            raw = input_file.read_bytes()
+            source = str(input_file)
+    elif not sys.stdin.isatty():
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        fail("no texts to classify; pass TEXT arguments, --input FILE, or pipe lines on standard input")
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{source} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); re-encode it as UTF-8"
+        )
+    lines = content.splitlines()
+    if not lines:
+        fail(f"{source} is empty; expected one text per line")
+    return lines
+
+
+@app.command()
+def classify(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.", show_default=False)] = None,
+    model: ModelOption = ...,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per text; 0 for all.", min=0)] = 1,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="File with one text per line ('-' for stdin).")
+    ] = None,
+    function_to_apply: Annotated[
+        str | None, typer.Option("--function", help="softmax, sigmoid or none (default: from the config).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU).")] = None,
+) -> None:
+    """Classify texts and print labels with scores."""
+    items = read_texts(texts, input_file)
+    try:
+        from textclass.api import Classifier
+
+        clf = Classifier.from_pretrained(model, device=device, dtype=dtype)
+        ranked = clf(items, top_k=None if top_k == 0 else top_k, function_to_apply=function_to_apply)
+    except TextclassError as exc:
+        fail(str(exc))
+    rows = [
+        {"text": text, "label": r[0]["label"], "score": r[0]["score"], "scores": r} for text, r in zip(items, ranked)
+    ]
+    show_all = top_k != 1
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps([r["scores"] if show_all else r["scores"][0] for r in rows], ensure_ascii=False))
+    elif output_format is OutputFormat.jsonl:
+        for row in rows:
+            if not show_all:
+                del row["scores"]
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        _print_table(rows, show_all)
+
+
+def _print_table(rows: list[dict[str, Any]], show_all: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    table.add_column("text", overflow="fold", ratio=3)
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for row in rows:
+        if show_all:
+            labels = "\n".join(r["label"] for r in row["scores"])
+            scores = "\n".join(f"{r['score']:.4f}" for r in row["scores"])
+        else:
+            labels, scores = row["label"], f"{row['score']:.4f}"
+        table.add_row(row["text"], labels, scores)
+    Console().print(table)
+
+
+@app.command()
+def tokenize(
+    text: Annotated[str, typer.Argument(help="Text to tokenize.")],
+    model: ModelOption = ...,
+    pair: Annotated[str | None, typer.Option(help="Second text of a pair.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the seed's steps: tokens, input ids, attention mask, and the ids decoded back to text."""
+    try:
+        from textclass.checkpoint import open_checkpoint
+        from textclass.tokenize import Tokenizer
+
+        checkpoint = open_checkpoint(model)
+        tokenizer = Tokenizer.from_folder(
+            checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
+        )
+        encoded = tokenizer(text, pair, truncation=True)
+        result = {
+            "tokens": tokenizer.convert_ids_to_tokens(encoded["input_ids"]),
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "decoded": tokenizer.decode(encoded["input_ids"]),
+        }
+        if "token_type_ids" in encoded:
+            result["token_type_ids"] = encoded["token_type_ids"]
+    except TextclassError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]tokens[/]     {result['tokens']}")
+    console.print(f"[bold]input_ids[/]  {result['input_ids']}")
+    console.print(f"[bold]attention[/]  {result['attention_mask']}")
+    console.print(f"[bold]decoded[/]    {result['decoded']}")
+
+
+@app.command()
+def inspect(
+    model: ModelOption = ...,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Describe a checkpoint: family, sizes, labels, parameters, weight dtype and files."""
+    try:
+        from textclass.inspect import describe
+
+        info = describe(model)
+    except TextclassError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(info, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    for key, value in info.items():
+        if key == "parameters":
+            value = f"{value:,}"
+        elif key == "weight_bytes":
+            value = f"{value / 1e6:.1f} MB"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
