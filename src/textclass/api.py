@@ -47,7 +47,7 @@ class Classifier:
     @classmethod
     def from_pretrained(
         cls,
-        path_or_id: str | os.PathLike[str],
+        path_or_id: str | os.PathLike[str] | None = None,
         device: str | None = None,
         dtype: str | None = None,
         max_batch_tokens: int | None = None,
@@ -55,7 +55,9 @@ class Classifier:
         from textclass.checkpoint import build_model
         from textclass.engine import TorchEngine, pick_device, pick_dtype
 
-        checkpoint = open_checkpoint(path_or_id)
+        from textclass.bundled import resolve_model
+
+        checkpoint = open_checkpoint(resolve_model(None if path_or_id is None else str(path_or_id)))
         tokenizer = Tokenizer.from_folder(
             checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
         )

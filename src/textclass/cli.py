@@ -22,7 +22,12 @@ app = typer.Typer(
     help="Classify text with Hugging Face sequence-classification checkpoints.",
 )
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder or hub id (org/name).")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name [default: bundled]."
+    ),
+]
 
 
 class OutputFormat(str, Enum):
@@ -69,7 +74,7 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
 @app.command()
 def classify(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.", show_default=False)] = None,
-    model: ModelOption = ...,
+    model: ModelOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per text; 0 for all.", min=0)] = 1,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     input_file: Annotated[
@@ -126,7 +131,7 @@ def _print_table(rows: list[dict[str, Any]], show_all: bool) -> None:
 @app.command()
 def tokenize(
     text: Annotated[str, typer.Argument(help="Text to tokenize.")],
-    model: ModelOption = ...,
+    model: ModelOption = None,
     pair: Annotated[str | None, typer.Option(help="Second text of a pair.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -135,7 +140,9 @@ def tokenize(
         from textclass.checkpoint import open_checkpoint
         from textclass.tokenize import Tokenizer
 
-        checkpoint = open_checkpoint(model)
+        from textclass.bundled import resolve_model
+
+        checkpoint = open_checkpoint(resolve_model(model))
         tokenizer = Tokenizer.from_folder(
             checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
         )
@@ -164,14 +171,16 @@ def tokenize(
 
 @app.command()
 def inspect(
-    model: ModelOption = ...,
+    model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Describe a checkpoint: family, sizes, labels, parameters, weight dtype and files."""
     try:
         from textclass.inspect import describe
 
-        info = describe(model)
+        from textclass.bundled import resolve_model
+
+        info = describe(resolve_model(model))
     except TextclassError as exc:
         fail(str(exc))
     if as_json:
