@@ -52,10 +52,9 @@ class Classifier:
         dtype: str | None = None,
         max_batch_tokens: int | None = None,
     ) -> Classifier:
+        from textclass.bundled import resolve_model
         from textclass.checkpoint import build_model
         from textclass.engine import TorchEngine, pick_device, pick_dtype
-
-        from textclass.bundled import resolve_model
 
         checkpoint = open_checkpoint(resolve_model(None if path_or_id is None else str(path_or_id)))
         tokenizer = Tokenizer.from_folder(

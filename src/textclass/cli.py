@@ -137,10 +137,9 @@ def tokenize(
 ) -> None:
     """Show the seed's steps: tokens, input ids, attention mask, and the ids decoded back to text."""
     try:
+        from textclass.bundled import resolve_model
         from textclass.checkpoint import open_checkpoint
         from textclass.tokenize import Tokenizer
-
-        from textclass.bundled import resolve_model
 
         checkpoint = open_checkpoint(resolve_model(model))
         tokenizer = Tokenizer.from_folder(
@@ -176,9 +175,8 @@ def inspect(
 ) -> None:
     """Describe a checkpoint: family, sizes, labels, parameters, weight dtype and files."""
     try:
-        from textclass.inspect import describe
-
         from textclass.bundled import resolve_model
+        from textclass.inspect import describe
 
         info = describe(resolve_model(model))
     except TextclassError as exc:
