@@ -141,3 +141,16 @@ def test_hub_id_served_from_local_cache(monkeypatch, tmp_path, tiny_checkpoints)
         (snapshot / item.name).write_bytes(item.read_bytes())
     clf = Classifier.from_pretrained("org/tiny")
     np.testing.assert_array_equal(clf.logits(["hi"]), Classifier.from_pretrained(folder).logits(["hi"]))
+
+
+def test_calibration_temperature_scales_scores_not_logits(tiny_checkpoints, copy_checkpoint):
+    folder = copy_checkpoint(tiny_checkpoints["bert"][0])
+    plain = Classifier.from_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "textclass_temperature": 2.0}))
+    calibrated = Classifier.from_pretrained(folder)
+    np.testing.assert_array_equal(calibrated.logits(CORPUS), plain.logits(CORPUS))
+    logits = plain.logits(CORPUS[:1])[0] / 2.0
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    got = {r["label"]: r["score"] for r in calibrated(CORPUS[0], top_k=None)}
+    np.testing.assert_allclose([got[label] for label in calibrated.labels], expected, rtol=1e-5)
