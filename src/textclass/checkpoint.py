@@ -28,6 +28,7 @@ WEIGHT_FILES = (
     ("safetensors", "model.safetensors.index.json"),
     ("bin", "pytorch_model.bin"),
     ("bin", "pytorch_model.bin.index.json"),
+    ("h5", "tf_model.h5"),  # transformers 4.x TensorFlow models (read with h5py, no TensorFlow)
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")  # fmt: skip
@@ -39,7 +40,7 @@ class Checkpoint:
     folder: Path
     family: Family
     config: EncoderConfig
-    weight_format: str  # "safetensors" or "bin"
+    weight_format: str  # "safetensors", "bin" or "h5"
     weight_files: tuple[Path, ...]
 
     @property
@@ -83,7 +84,7 @@ def _download(repo_id: str) -> Path:
             None,
         )
         if weights is None:
-            raise CheckpointError(f"hub repo {repo_id} has no model.safetensors or pytorch_model.bin")
+            raise CheckpointError(f"hub repo {repo_id} has no model.safetensors, pytorch_model.bin or tf_model.h5")
         patterns = ["config.json", *TOKENIZER_FILES, weights]
         if weights.endswith(".index.json"):
             patterns.append(weights.split(".")[0] + "-*")
@@ -130,9 +131,15 @@ def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
                 from safetensors.torch import load_file
 
                 part = load_file(str(path), device="cpu")
+            elif checkpoint.weight_format == "h5":
+                from textclass.keras_h5 import read_keras_h5
+
+                part = read_keras_h5(path)  # already PyTorch names and layouts
             else:
                 # weights_only refuses pickled code: a .bin from the internet cannot run anything.
                 part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except CheckpointError:
+            raise
         except Exception as exc:
             raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
         if not isinstance(part, dict):

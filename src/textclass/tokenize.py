@@ -282,8 +282,9 @@ def _byte_level_bpe(folder: Path, settings: dict, special: dict) -> RustTokenize
     rust = RustTokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     rust.decoder = decoders.ByteLevel()
+    # sep and cls are positional: tokenizers 0.23 no longer accepts them as keywords.
     rust.post_processor = processors.RobertaProcessing(
-        sep=(sep, vocab[sep]), cls=(cls, vocab[cls]), add_prefix_space=add_prefix_space, trim_offsets=True
+        (sep, vocab[sep]), (cls, vocab[cls]), add_prefix_space=add_prefix_space, trim_offsets=True
     )
     tokens = [cls, sep, bos, eos, _special(settings, special, "unk_token", "<unk>"),
               _special(settings, special, "pad_token", "<pad>")]  # fmt: skip
