@@ -167,6 +167,9 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     """
     family = checkpoint.family
     table = family.weight_table(checkpoint.config)
+    # Keras names were translated (models/tf_names.py); say so, or the PyTorch names look unrelated to the file.
+    via = " (tf_model.h5 names read as PyTorch ones: layer_._1/.../kernel:0 is layer.1....weight)"
+    via = via if checkpoint.weight_format == "h5" else ""
     state: dict[str, Any] = {}
     unexpected = []
     for name in list(tensors):
@@ -178,7 +181,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     if unexpected:
         raise CheckpointError(
             f"unexpected tensors in {checkpoint.folder} for a {checkpoint.config.model_type} model: "
-            f"{', '.join(sorted(unexpected)[:10])}"
+            f"{', '.join(sorted(unexpected)[:10])}{via}"
         )
     head = family.head_names()
     missing = [hf for hf, ours in table.items() if ours not in state]
@@ -187,11 +190,12 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
         raise CheckpointError(
             f"checkpoint {checkpoint.folder} lacks tensors: {', '.join(missing_body[:10])}"
             + (f" and {len(missing_body) - 10} more" if len(missing_body) > 10 else "")
+            + via
         )
     if missing and checkpoint.is_classifier_config:
         raise CheckpointError(
             f"config.json says {checkpoint.config.raw['architectures'][0]} but the weights lack its head: "
-            f"{', '.join(missing)}"
+            f"{', '.join(missing)}{via}"
         )
     return state, [table[name] for name in missing]
 

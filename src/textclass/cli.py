@@ -199,6 +199,11 @@ def inspect(
     Console().print(table)
 
 
+from textclass.commands import convert as convert_command  # noqa: E402
+
+app.command("convert")(convert_command.convert)
+
+
 def main() -> None:
     app()
 
