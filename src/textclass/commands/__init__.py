@@ -1,1 +1,0 @@
-"""CLI commands beyond classify/tokenize/inspect, one module each, registered at the bottom of cli.py."""
