@@ -193,3 +193,23 @@ NAME_CASES = [
 @pytest.mark.parametrize(("tf_name", "expected"), NAME_CASES)
 def test_tf_name_translation(tf_name, expected):
     assert pytorch_name(tf_name) == (expected, tf_name.endswith("kernel:0"))  # only Dense kernels are transposed
+
+
+def test_convert_from_bin_with_tied_weights(tmp_path):
+    """A pytorch_model.bin whose MLM decoder shares the word embeddings (as BERT pretraining saves it) converts."""
+    from safetensors.torch import load_file
+
+    source = tmp_path / "bin-model"
+    converted = convert_checkpoint(FIXTURES / "bert", tmp_path / "from-h5")
+    shutil.copytree(converted, source)
+    (source / "model.safetensors").unlink()
+    tensors = load_file(str(converted / "model.safetensors"))
+    tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]  # same storage
+    torch.save(tensors, source / "pytorch_model.bin")
+    out = convert_checkpoint(source, tmp_path / "from-bin")
+    written = load_file(str(out / "model.safetensors"))
+    assert written.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert torch.equal(written[name], tensor), name
+    record = recorded("bert")["single"]
+    np.testing.assert_allclose(Classifier.from_pretrained(out).logits(record["texts"]), record["logits"], atol=1e-4)
