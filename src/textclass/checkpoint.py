@@ -168,8 +168,9 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     family = checkpoint.family
     table = family.weight_table(checkpoint.config)
     # Keras names were translated (models/tf_names.py); say so, or the PyTorch names look unrelated to the file.
-    via = " (tf_model.h5 names read as PyTorch ones: layer_._1/.../kernel:0 is layer.1....weight)"
-    via = via if checkpoint.weight_format == "h5" else ""
+    via = ""
+    if checkpoint.weight_format == "h5":
+        via = " (translated from tf_model.h5 names: layer_._1/ffn/lin1/kernel:0 is layer.1.ffn.lin1.weight)"
     state: dict[str, Any] = {}
     unexpected = []
     for name in list(tensors):
