@@ -105,6 +105,7 @@ def make_tokenizer(family: str, vocab_txt: Path):
     from transformers import BertTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast
 
     if family in ("bert", "distilbert"):
+        # transformers v5 takes the vocabulary as `vocab=`; `vocab_file=` is silently ignored (a 5-token vocab).
         return BertTokenizerFast(vocab=str(vocab_txt), model_max_length=TINY_MAX_TOKENS)
     if family == "roberta":
         vocab, merges = _train_bpe()

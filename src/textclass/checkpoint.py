@@ -28,6 +28,7 @@ WEIGHT_FILES = (
     ("safetensors", "model.safetensors.index.json"),
     ("bin", "pytorch_model.bin"),
     ("bin", "pytorch_model.bin.index.json"),
+    ("h5", "tf_model.h5"),  # transformers 4.x TensorFlow models (read with h5py, no TensorFlow)
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")  # fmt: skip
@@ -41,7 +42,7 @@ class Checkpoint:
     folder: Path
     family: Family
     config: EncoderConfig
-    weight_format: str  # "safetensors" or "bin"
+    weight_format: str  # "safetensors", "bin" or "h5"
     weight_files: tuple[Path, ...]
 
     @property
@@ -85,7 +86,7 @@ def _download(repo_id: str) -> Path:
             None,
         )
         if weights is None:
-            raise CheckpointError(f"hub repo {repo_id} has no model.safetensors or pytorch_model.bin")
+            raise CheckpointError(f"hub repo {repo_id} has no model.safetensors, pytorch_model.bin or tf_model.h5")
         patterns = ["config.json", *TOKENIZER_FILES, weights]
         if weights.endswith(".index.json"):
             patterns.append(weights.split(".")[0] + "-*")
@@ -132,9 +133,15 @@ def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
                 from safetensors.torch import load_file
 
                 part = load_file(str(path), device="cpu")
+            elif checkpoint.weight_format == "h5":
+                from textclass.keras_h5 import read_keras_h5
+
+                part = read_keras_h5(path)  # already PyTorch names and layouts
             else:
                 # weights_only refuses pickled code: a .bin from the internet cannot run anything.
                 part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except CheckpointError:
+            raise
         except Exception as exc:
             raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
         if not isinstance(part, dict):
@@ -163,6 +170,10 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     """
     family = checkpoint.family
     table = family.weight_table(checkpoint.config)
+    # Keras names were translated (models/tf_names.py); say so, or the PyTorch names look unrelated to the file.
+    via = ""
+    if checkpoint.weight_format == "h5":
+        via = " (translated from tf_model.h5 names: layer_._1/ffn/lin1/kernel:0 is layer.1.ffn.lin1.weight)"
     state: dict[str, Any] = {}
     state_sources: dict[str, str] = {}  # checkpoint name -> our name, for messages
     unexpected = []
@@ -176,7 +187,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     if unexpected:
         raise CheckpointError(
             f"unexpected tensors in {checkpoint.folder} for a {checkpoint.config.model_type} model: "
-            f"{', '.join(sorted(unexpected)[:10])}"
+            f"{', '.join(sorted(unexpected)[:10])}{via}"
         )
     head = family.head_names()
     # Name missing tensors as this checkpoint spells them: with the base prefix when it uses one.
@@ -191,11 +202,12 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
         raise CheckpointError(
             f"checkpoint {checkpoint.folder} lacks tensors: {', '.join(missing_body[:10])}"
             + (f" and {len(missing_body) - 10} more" if len(missing_body) > 10 else "")
+            + via
         )
     if missing and checkpoint.is_classifier_config:
         raise CheckpointError(
             f"config.json says {checkpoint.config.raw['architectures'][0]} but the weights lack its head: "
-            f"{', '.join(missing)}"
+            f"{', '.join(missing)}{via}"
         )
     return state, [table[_normalise(name, family.base_prefix)] for name in missing], state_sources
 

@@ -226,6 +226,11 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     Console().print(table)
 
 
+from textclass.commands import convert as convert_command  # noqa: E402
+
+app.command("convert")(convert_command.convert)
+
+
 def main() -> None:
     app()
 

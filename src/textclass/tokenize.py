@@ -290,6 +290,7 @@ def _byte_level_bpe(folder: Path, settings: dict, special: dict) -> RustTokenize
     rust = RustTokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     rust.decoder = decoders.ByteLevel()
+    # sep and cls are positional: tokenizers 0.23 no longer accepts them as keywords.
     rust.post_processor = processors.RobertaProcessing(
         (sep, vocab[sep]), (cls, vocab[cls]), add_prefix_space=add_prefix_space, trim_offsets=True
     )
