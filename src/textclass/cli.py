@@ -199,6 +199,12 @@ def inspect(
     Console().print(table)
 
 
+from textclass.commands import train as train_command  # noqa: E402
+
+app.command("train")(train_command.train)
+app.command("eval")(train_command.evaluate)
+
+
 def main() -> None:
     app()
 
