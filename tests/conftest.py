@@ -105,7 +105,7 @@ def make_tokenizer(family: str, vocab_txt: Path):
     from transformers import BertTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast
 
     if family in ("bert", "distilbert"):
-        return BertTokenizerFast(vocab_file=str(vocab_txt), model_max_length=TINY_MAX_TOKENS)
+        return BertTokenizerFast(vocab=str(vocab_txt), model_max_length=TINY_MAX_TOKENS)
     if family == "roberta":
         vocab, merges = _train_bpe()
         return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=TINY_MAX_TOKENS)

@@ -65,10 +65,23 @@ class Classifier:
         budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
         return cls(checkpoint, tokenizer, TorchEngine(model, device), not new_head, device, budget)
 
+    @classmethod
+    def default(cls, **kwargs: Any) -> Classifier:
+        """The bundled English sentiment model (works offline)."""
+        return cls.from_pretrained(None, **kwargs)
+
     # ---- what the model is ---------------------------------------------------------------------
     @property
     def config(self) -> EncoderConfig:
         return self.checkpoint.config
+
+    @property
+    def temperature(self) -> float:
+        """Calibration temperature stored by `textclass train --temperature-calibrate` (1.0: none).
+
+        Scores divide logits by it before softmax/sigmoid; `logits()` stays raw.
+        """
+        return float(self.config.raw.get("textclass_temperature", 1.0))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -151,6 +164,8 @@ class Classifier:
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer or None (all labels); got {top_k!r}")
         logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
+        if function != "none":
+            logits = logits / self.temperature
         scores = postprocess.apply(logits, function)
         result = postprocess.format_output(scores, self.labels, top_k, legacy, single)
         if legacy and single and not isinstance(inputs, str):

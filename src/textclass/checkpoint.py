@@ -31,6 +31,8 @@ WEIGHT_FILES = (
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")  # fmt: skip
+# Head modules that sit outside the base model in HF classifiers (BERT's pooler sits inside it).
+_TOP_LEVEL = ("classifier.", "pre_classifier.")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -152,20 +154,23 @@ def _normalise(name: str, base_prefix: str) -> str:
     return name
 
 
-def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """Rename checkpoint tensors to our parameter names.
 
-    Returns the state dict and the head parameters the checkpoint lacks (a bare encoder): those are
-    for the caller to initialise. Anything else missing or unexpected raises, naming the tensors.
+    Returns the state dict, the head parameters the checkpoint lacks (a bare encoder: the caller
+    initialises them), and which checkpoint tensor became which parameter. Anything else missing
+    or unexpected raises, naming the tensors.
     """
     family = checkpoint.family
     table = family.weight_table(checkpoint.config)
     state: dict[str, Any] = {}
+    state_sources: dict[str, str] = {}  # checkpoint name -> our name, for messages
     unexpected = []
     for name in list(tensors):
         key = _normalise(name, family.base_prefix)
         if key in table:
             state[table[key]] = tensors.pop(name)
+            state_sources[name] = table[key]
         elif not key.startswith(family.ignored_prefixes):
             unexpected.append(name)
     if unexpected:
@@ -174,8 +179,14 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
             f"{', '.join(sorted(unexpected)[:10])}"
         )
     head = family.head_names()
-    missing = [hf for hf, ours in table.items() if ours not in state]
-    missing_body = [name for name in missing if name not in head]
+    # Name missing tensors as this checkpoint spells them: with the base prefix when it uses one.
+    prefixed = any(name.startswith(family.base_prefix + ".") for name in state_sources)
+    missing = [
+        f"{family.base_prefix}.{hf}" if prefixed and not hf.startswith(_TOP_LEVEL) else hf
+        for hf, ours in table.items()
+        if ours not in state
+    ]
+    missing_body = [name for name in missing if _normalise(name, family.base_prefix) not in head]
     if missing_body:
         raise CheckpointError(
             f"checkpoint {checkpoint.folder} lacks tensors: {', '.join(missing_body[:10])}"
@@ -186,7 +197,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
             f"config.json says {checkpoint.config.raw['architectures'][0]} but the weights lack its head: "
             f"{', '.join(missing)}"
         )
-    return state, [table[name] for name in missing]
+    return state, [table[_normalise(name, family.base_prefix)] for name in missing], state_sources
 
 
 def build_model(
@@ -198,16 +209,16 @@ def build_model(
     from textclass.models.encoder import SequenceClassifier
 
     dtype = dtype or torch.float32
-    state, new_head = map_weights(checkpoint, read_tensors(checkpoint))
+    state, new_head, sources = map_weights(checkpoint, read_tensors(checkpoint))
     # Built on the meta device, then the loaded tensors become the parameters: one copy of the weights.
     with torch.device("meta"):
         model = SequenceClassifier(checkpoint.config)
     params = dict(model.named_parameters())
+    for source, name in sources.items():
+        shape, expected = tuple(state[name].shape), tuple(params[name].shape)
+        if shape != expected:
+            raise CheckpointError(f"tensor {source} has shape {shape}, config.json implies {expected}")
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(params[name].shape):
-            raise CheckpointError(
-                f"tensor for {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(params[name].shape)}"
-            )
         state[name] = tensor.to(device=device, dtype=dtype)
     for name in new_head:
         state[name] = torch.empty(params[name].shape, dtype=dtype, device=device)

@@ -199,6 +199,33 @@ def inspect(
     Console().print(table)
 
 
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """List the models bundled with textclass (usable offline, by name: --model NAME)."""
+    from textclass.bundled import DEFAULT_MODEL, bundled_models
+
+    rows = []
+    for name, folder in bundled_models().items():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        labels = [config.get("id2label", {}).get(str(i)) for i in range(len(config.get("id2label", {})))]
+        rows.append({"name": name, "default": name == DEFAULT_MODEL, "model_type": config.get("model_type"),
+                     "labels": labels, "folder": str(folder)})  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no bundled models installed")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "type", "labels", "folder")
+    for row in rows:
+        table.add_row(row["name"] + (" (default)" if row["default"] else ""), row["model_type"],
+                      ", ".join(map(str, row["labels"])), row["folder"])  # fmt: skip
+    Console().print(table)
+
+
 from textclass.commands import train as train_command  # noqa: E402
 
 app.command("train")(train_command.train)

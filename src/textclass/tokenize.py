@@ -92,13 +92,12 @@ class Tokenizer:
         limit = model_max_tokens
         if isinstance(configured, (int, float)) and 0 < configured < _NO_LIMIT:
             limit = min(int(configured), model_max_tokens)
-        pad_token = _token_text(settings.get("pad_token") or special.get("pad_token"))
-        pad_id = rust.token_to_id(pad_token) if pad_token else None
+        pad_id = _pad_id(rust, _token_text(settings.get("pad_token") or special.get("pad_token")))
         cleanup = settings.get("clean_up_tokenization_spaces")
         return cls(
             rust,
             model_max_length=limit,
-            pad_token_id=0 if pad_id is None else pad_id,
+            pad_token_id=pad_id,
             # transformers 4.x cleaned up when the key was absent; v5 does not. We keep 4.x behaviour.
             clean_up_tokenization_spaces=True if cleanup is None else bool(cleanup),
             return_token_type_ids=return_token_type_ids,
@@ -229,6 +228,15 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _pad_id(rust: RustTokenizer, configured: str | None) -> int:
+    """The padding id: the configured pad token, else tokenizer.json's padding, else the usual names."""
+    padding = json.loads(rust.to_str()).get("padding") or {}
+    for token in (configured, padding.get("pad_token"), "[PAD]", "<pad>"):
+        if token and rust.token_to_id(token) is not None:
+            return rust.token_to_id(token)
+    return int(padding.get("pad_id", 0))
+
+
 def _special(settings: dict, special: dict, key: str, default: str) -> str:
     return _token_text(settings.get(key)) or _token_text(special.get(key)) or default
 
@@ -283,13 +291,17 @@ def _byte_level_bpe(folder: Path, settings: dict, special: dict) -> RustTokenize
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     rust.decoder = decoders.ByteLevel()
     rust.post_processor = processors.RobertaProcessing(
-        sep=(sep, vocab[sep]), cls=(cls, vocab[cls]), add_prefix_space=add_prefix_space, trim_offsets=True
+        (sep, vocab[sep]), (cls, vocab[cls]), add_prefix_space=add_prefix_space, trim_offsets=True
     )
     tokens = [cls, sep, bos, eos, _special(settings, special, "unk_token", "<unk>"),
               _special(settings, special, "pad_token", "<pad>")]  # fmt: skip
     added = [AddedToken(t, special=True) for t in dict.fromkeys(tokens) if t in vocab]
     mask = _special(settings, special, "mask_token", "<mask>")
     if mask in vocab:
-        added.append(AddedToken(mask, lstrip=True, special=True))  # "<mask>" swallows the space before it
+        # Whether "<mask>" swallows the space before it is the checkpoint's call (transformers 4.x wrote
+        # lstrip into special_tokens_map.json); without a word on it, current transformers does not strip.
+        spec = settings.get("mask_token") if isinstance(settings.get("mask_token"), dict) else special.get("mask_token")
+        lstrip = bool(spec.get("lstrip", False)) if isinstance(spec, dict) else False
+        added.append(AddedToken(mask, lstrip=lstrip, special=True))
     rust.add_special_tokens(added)
     return rust

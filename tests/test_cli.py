@@ -1,0 +1,148 @@
+"""The command line: outputs, and one-line errors with a non-zero exit for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from textclass.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, stdin: str | bytes | None = None):
+    return runner.invoke(app, list(args), input=stdin)
+
+
+def assert_clean_error(result, fragment: str):
+    assert result.exit_code != 0
+    err = result.stderr if result.stderr_bytes is not None else result.output
+    assert "Traceback" not in result.output and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], lines[0]
+
+
+def test_classify_formats(tiny_checkpoints):
+    folder = str(tiny_checkpoints["bert"][0])
+    table = run("classify", "good", "bad", "--model", folder)
+    assert table.exit_code == 0 and "LABEL_" in table.stdout
+
+    jsonl = run("classify", "good", "", "--model", folder, "--format", "jsonl")
+    rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["good", ""]  # an empty string classifies, as in transformers
+    assert all(r["label"].startswith("LABEL_") and 0 < r["score"] < 1 and "scores" not in r for r in rows)
+
+    every = run("classify", "good", "--model", folder, "--format", "jsonl", "--top-k", "0")
+    row = json.loads(every.stdout)
+    assert len(row["scores"]) == 3 and row["scores"][0]["label"] == row["label"]
+
+    as_json = run("classify", "good", "bad", "--model", folder, "--format", "json")
+    assert [len(x) for x in [json.loads(as_json.stdout)]] == [2]
+
+
+def test_classify_from_file_and_stdin(tiny_checkpoints, tmp_path):
+    folder = str(tiny_checkpoints["bert"][0])
+    texts = tmp_path / "texts.txt"
+    texts.write_text("first\n\nthird\n", encoding="utf-8")
+    from_file = run("classify", "--model", folder, "--input", str(texts), "--format", "jsonl")
+    assert [json.loads(x)["text"] for x in from_file.stdout.splitlines()] == ["first", "", "third"]
+    piped = run("classify", "--model", folder, "--format", "jsonl", "--input", "-", stdin="one\ntwo\n")
+    assert [json.loads(x)["text"] for x in piped.stdout.splitlines()] == ["one", "two"]
+
+
+def test_tokenize_json_reproduces_seed(minilm_dir):
+    result = run("tokenize", "I've been waiting for a HuggingFace course my whole life.", "--model", str(minilm_dir),
+                 "--json")  # fmt: skip
+    out = json.loads(result.stdout)
+    assert out["input_ids"][:4] == [101, 1045, 1005, 2310] and out["tokens"][0] == "[CLS]"
+    assert out["decoded"] == "[CLS] i've been waiting for a huggingface course my whole life. [SEP]"
+    assert out["attention_mask"] == [1] * 16
+
+
+def test_inspect(minilm_dir):
+    info = json.loads(run("inspect", "--model", str(minilm_dir), "--json").stdout)
+    assert info["family"] == "bert" and info["layers"] == 6 and info["hidden_size"] == 384
+    assert info["parameters"] == 22_713_728 and info["has_classification_head"] is False
+
+
+@pytest.fixture
+def broken(tiny_checkpoints, copy_checkpoint, tmp_path):
+    """name -> (args, expected fragment of the one-line error)."""
+    ok = tiny_checkpoints["bert"][0]
+    no_config = copy_checkpoint(ok)
+    (no_config / "config.json").unlink()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for item in ok.iterdir():
+        (corrupt / item.name).write_bytes(item.read_bytes())
+    (corrupt / "model.safetensors").write_bytes(b"\x00garbage" * 100)
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for item in ok.iterdir():
+        (truncated / item.name).write_bytes(item.read_bytes())
+    data = (ok / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    for item in ok.iterdir():
+        (missing / item.name).write_bytes(item.read_bytes())
+    tensors = load_file(ok / "model.safetensors")
+    del tensors["bert.embeddings.LayerNorm.weight"]
+    save_file(tensors, missing / "model.safetensors")
+    unsupported = tmp_path / "unsupported"
+    unsupported.mkdir()
+    (unsupported / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    return {
+        "missing folder": (["--model", str(tmp_path / "nope"), "x"], "does not exist"),
+        "no config.json": (["--model", str(no_config), "x"], "has no config.json"),
+        "corrupt safetensors": (["--model", str(corrupt), "x"], "corrupt or truncated"),
+        "truncated safetensors": (["--model", str(truncated), "x"], "corrupt or truncated"),
+        "missing tensor": (["--model", str(missing), "x"], "bert.embeddings.LayerNorm.weight"),
+        "unsupported type": (["--model", str(unsupported), "x"], "'llama' is not supported"),
+        "non-UTF-8 file": (["--model", str(ok), "--input", str(latin1)], "not UTF-8"),
+        "empty file": (["--model", str(ok), "--input", str(empty)], "is empty"),
+        "missing input file": (["--model", str(ok), "--input", str(tmp_path / "none.txt")], "does not exist"),
+        "bad function": (["--model", str(ok), "--function", "relu", "x"], "function_to_apply"),
+    }
+
+
+CASES = ["missing folder", "no config.json", "corrupt safetensors", "truncated safetensors", "missing tensor",
+         "unsupported type", "non-UTF-8 file", "empty file", "missing input file", "bad function"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_error(broken, case):
+    args, fragment = broken[case]
+    assert_clean_error(run("classify", *args), fragment)
+
+
+def test_real_process_exit_codes(tiny_checkpoints, tmp_path):
+    """The installed entry point, not just the in-process runner: exit status and stderr."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "textclass", "classify", "--model", str(tmp_path / "nope"), "x"]
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    cmd = [
+        sys.executable,
+        "-m",
+        "textclass",
+        "classify",
+        "--model",
+        str(tiny_checkpoints["bert"][0]),
+        "hi",
+        "-f",
+        "jsonl",
+    ]
+    good = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert good.returncode == 0 and json.loads(good.stdout)["text"] == "hi"
