@@ -234,7 +234,7 @@ def encode_targets(
         return dataset
     assert label2id is not None
     if task == "multi_label":
-        targets = np.zeros((len(values), len(label2id)), dtype=np.float32)
+        targets = np.zeros((len(values), max(label2id.values()) + 1), dtype=np.float32)
         unknown: Counter = Counter()
         for row, value in enumerate(values):
             for name in split_labels(value, delimiter):

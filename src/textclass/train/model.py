@@ -71,7 +71,7 @@ def prepare_model(
     id2label = choose_labels(checkpoint, task, data_labels, uses_ids, names)
     old = checkpoint.config
     config = dataclasses.replace(old, id2label=id2label, problem_type=PROBLEM_TYPES[task])
-    state, missing_head = map_weights(checkpoint, read_tensors(checkpoint))
+    state, missing_head, _ = map_weights(checkpoint, read_tensors(checkpoint))
     notes = []
     if checkpoint.is_classifier_config and id2label != old.id2label:
         # Same body and pooler; the output layer's rows would mean other labels, so it starts afresh.
