@@ -36,8 +36,8 @@ def base(tmp_path_factory, vocab_txt) -> Path:
 @pytest.fixture(scope="module")
 def sentiment(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("sentiment")
-    return write_jsonl(folder / "train.jsonl", sentiment_rows(400, 1)), write_jsonl(folder / "dev.jsonl",
-                                                                                     sentiment_rows(100, 2))  # fmt: skip
+    train_file = write_jsonl(folder / "train.jsonl", sentiment_rows(400, 1))
+    return train_file, write_jsonl(folder / "dev.jsonl", sentiment_rows(100, 2))
 
 
 def hf_logits(folder: Path, texts: list[str]) -> np.ndarray:
