@@ -270,3 +270,36 @@ def test_cli_reports_bad_data_without_traceback(base, tmp_path):
 def test_read_rows_json_array(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([{"text": "a", "label": 1}]))
     assert read_rows(tmp_path / "d.json") == [{"text": "a", "label": 1}]
+
+
+def test_text_pairs_round_trip(base, tmp_path):
+    rows = [{"premise": r["text"], "hypothesis": "it was " + r["label"], "label": r["label"]}
+            for r in sentiment_rows(40, 6)]  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "out"
+    train(TrainArgs(model=str(base), train=str(data), out=str(out), text_column="premise",
+                    text_pair_column="hypothesis", max_steps=2, **FAST))  # fmt: skip
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    firsts, seconds = [r["premise"] for r in rows[:4]], [r["hypothesis"] for r in rows[:4]]
+    ours = Classifier.from_pretrained(out).logits(list(zip(firsts, seconds)))
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(**AutoTokenizer.from_pretrained(out)(firsts, seconds, padding=True, return_tensors="pt")).logits
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4, rtol=0)
+
+
+def test_eval_steps_and_early_stopping(base, sentiment, tmp_path):
+    # A learning rate too small to change any prediction: accuracy never improves after the first eval.
+    args = {**FAST, "lr": 1e-12}
+    summary = train(TrainArgs(model=str(base), train=str(sentiment[0]), eval=str(sentiment[1]), out=str(tmp_path / "o"),
+                              eval_steps=5, patience=2, **args))  # fmt: skip
+    assert [h["step"] for h in summary["history"]] == [5, 10, 15]
+    assert summary["step"] == 15 and summary["best_step"] == 5
+
+
+def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):
+    summary = train(TrainArgs(model=str(base), train=str(sentiment[0]), eval=str(sentiment[1]), out=str(tmp_path / "o"),
+                              max_steps=3, bf16=True, grad_accum=2, **FAST))  # fmt: skip
+    assert summary["samples"] == 3 * 2 * FAST["batch_size"]
+    assert np.isfinite(summary["eval_metrics"]["loss"])
