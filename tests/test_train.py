@@ -303,3 +303,11 @@ def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):
                               max_steps=3, bf16=True, grad_accum=2, **FAST))  # fmt: skip
     assert summary["samples"] == 3 * 2 * FAST["batch_size"]
     assert np.isfinite(summary["eval_metrics"]["loss"])
+
+
+def test_csv_quoted_fields_keep_newlines_and_commas(tmp_path):
+    (tmp_path / "d.csv").write_text('text,label\n"two\nlines, one comma",a\nplain,b\n')
+    assert read_rows(tmp_path / "d.csv") == [
+        {"text": "two\nlines, one comma", "label": "a"},
+        {"text": "plain", "label": "b"},
+    ]

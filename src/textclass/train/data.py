@@ -7,6 +7,7 @@ the `Dataset` carries the counts and the CLI prints them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import Counter
@@ -89,7 +90,8 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 def _delimited(content: str, delimiter: str) -> list[dict[str, Any]]:
     # GLUE TSVs are unquoted and contain stray quote characters, so TSV is split on tabs only.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.DictReader(content.splitlines(), delimiter=delimiter, quoting=quoting)
+    # newline="" keeps line breaks inside quoted CSV fields as the csv module expects.
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting)
     return [dict(row) for row in reader]
 
 
@@ -120,7 +122,7 @@ def _json_array(content: str, path: Path) -> list[dict[str, Any]]:
 
 # ---- columns and labels ----------------------------------------------------------------------------
 def pick_column(rows: list[dict[str, Any]], wanted: str | None, defaults: Sequence[str], what: str, path: str) -> str:
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # JSONL rows may differ in keys
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{path} has no column {wanted!r} for {what}; its columns are {columns}")
