@@ -173,6 +173,8 @@ def test_resume_after_sigkill_gives_identical_weights(base, tmp_path):
 
     with pytest.raises(TextclassError, match="--resume"):
         train(TrainArgs(out=str(killed), **args))  # an unfinished run is not overwritten by accident
+    with pytest.raises(TextclassError, match="batch_size differ"):
+        train(TrainArgs(out=str(killed), resume=True, **{**args, "batch_size": 8}))
     summary = train(TrainArgs(out=str(killed), resume=True, **args))
     assert summary["step"] == 200
     straight, resumed = (

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from textclass.batching import make_batches
+from textclass.errors import TextclassError
 from textclass.models.encoder import SequenceClassifier
 from textclass.train import metrics as metric_fns
 from textclass.train.batches import epoch_plan, loss_sum, tensor_batch
@@ -24,6 +25,8 @@ from textclass.train.save import load_state, save_state
 from textclass.train.setup import Reporter, TrainArgs, TrainData
 
 CHECKPOINTS = "checkpoints"
+# Options that may change between an interrupted run and its resumption without changing the result.
+_FREE_ON_RESUME = {"resume", "keep_checkpoints", "threads", "device", "dtype_out", "temperature_calibrate", "out"}
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -104,6 +107,9 @@ def run_training(
                              "best_weights": None, "history": [], "bad_evals": 0,
                              "samples": 0, "seconds": 0.0}  # fmt: skip
     torch.manual_seed(args.seed)
+    # The settings that decide which steps run; a resumed run must use the same ones.
+    recipe = {k: v for k, v in args.to_json().items() if k not in _FREE_ON_RESUME}
+    state["recipe"] = recipe
 
     resume_from = latest_checkpoint(out) if args.resume else None
     if resume_from is not None:
@@ -112,6 +118,12 @@ def run_training(
         optimizer.load_state_dict(saved.pop("optimizer"))
         scheduler.load_state_dict(saved.pop("scheduler"))
         torch.set_rng_state(saved.pop("torch_rng"))
+        changed = sorted(k for k in recipe if saved.get("recipe", {}).get(k) != recipe[k])
+        if changed:
+            raise TextclassError(
+                f"--resume: {', '.join(changed)} differ from the interrupted run in {out}; "
+                "resume with the same options, or start afresh in another --out"
+            )
         state.update(saved)
         reporter.message(f"resuming from {resume_from} (step {state['step']} of {total})")
     elif args.resume:
