@@ -114,7 +114,9 @@ def test_h5_with_a_weight_removed_names_it(tmp_path):
     folder = copy_fixture("distilbert", tmp_path)
     _edit_h5(folder / "tf_model.h5", "distilbert", "distilbert",
              "distilbert/transformer/layer_._1/attention/q_lin/kernel:0", None)  # fmt: skip
-    with pytest.raises(CheckpointError, match=r"lacks tensors: distilbert\.transformer\.layer\.1\.attention\.q_lin\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"lacks tensors: distilbert\.transformer\.layer\.1\.attention\.q_lin\.weight"
+    ):
         Classifier.from_pretrained(folder)
     with pytest.raises(CheckpointError, match="q_lin"):
         convert_checkpoint(folder, tmp_path / "out")

@@ -230,6 +230,11 @@ from textclass.commands import convert as convert_command  # noqa: E402
 
 app.command("convert")(convert_command.convert)
 
+from textclass.commands import train as train_command  # noqa: E402
+
+app.command("train")(train_command.train)
+app.command("eval")(train_command.evaluate)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,110 @@
+"""What a training run is given: its arguments, its tokenized data, and where it reports progress."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from textclass.errors import TextclassError
+from textclass.tokenize import Encoded, Tokenizer
+from textclass.train.data import Dataset, Task
+
+DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "mse"}
+
+
+@dataclass
+class TrainArgs:
+    model: str
+    train: str
+    out: str
+    eval: str | None = None
+    task: Task = "single_label"
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    label_delimiter: str | None = None
+    label_names: list[str] | None = None
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    label_smoothing: float = 0.0
+    bf16: bool = False
+    seed: int = 42
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    metric: str | None = None
+    patience: int | None = None
+    dtype_out: str = "fp32"
+    temperature_calibrate: bool = False
+    resume: bool = False
+    keep_checkpoints: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in DEFAULT_METRIC, f"task must be one of {list(DEFAULT_METRIC)}, got {self.task!r}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.max_length >= 2, f"--max-length must be at least 2, got {self.max_length}"),
+            (
+                self.dtype_out in ("fp32", "fp16", "bf16"),
+                f"--dtype-out must be fp32, fp16 or bf16, not {self.dtype_out}",
+            ),
+            (not (self.label_smoothing and self.task != "single_label"), "--label-smoothing is for single-label tasks"),
+            (not (self.temperature_calibrate and not self.eval), "--temperature-calibrate needs --eval data to fit on"),
+            (not (self.temperature_calibrate and self.task == "regression"), "regression has no temperature to fit"),
+            (not (self.patience and not self.eval), "--patience (early stopping) needs --eval data"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TextclassError(message)
+        if self.metric is None:
+            self.metric = DEFAULT_METRIC[self.task]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainData:
+    encoded: list[Encoded]
+    targets: np.ndarray
+    pad_token_id: int
+    dataset: Dataset
+
+
+def encode(dataset: Dataset, tokenizer: Tokenizer, max_length: int) -> TrainData:
+    encoded = tokenizer.encode_batch(dataset.texts, truncation=True, max_length=max_length)
+    return TrainData(encoded, dataset.targets, tokenizer.pad_token_id, dataset)
+
+
+class Reporter:
+    """Where a run reports progress; this base is silent. The CLI passes a rich progress bar."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def start(self, total_steps: int, done_steps: int) -> None:
+        pass
+
+    def step(self, step: int, loss: float, lr: float, samples_per_second: float) -> None:
+        pass
+
+    def evaluated(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
