@@ -82,7 +82,8 @@ def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
 
 
 def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str, Any]:
-    """Everything that changes the output: a resume must match it exactly."""
+    """Everything that changes the output: a resume must match it exactly. The engine may differ: both batch
+    rows identically, so a local run can be finished on Ray (scores then agree to float rounding)."""
     stat = os.stat(spec.path)
     model_files = {
         p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_folder).iterdir()) if p.is_file()
@@ -97,7 +98,6 @@ def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str,
         "id_column": job.id_column,
         "score_options": asdict(job.score),
         "chunk_rows": job.chunk_rows,
-        "engine": job.engine,
         "device": job.device,
         "dtype": job.dtype,
     }

@@ -1,8 +1,10 @@
-"""The single-machine engine: read + tokenize, model, write, as three overlapping stages.
+"""The single-machine engine: read, score, write, as three overlapping stages.
 
-A background thread reads, decodes and tokenizes chunk i+1 while the model runs chunk i (torch and the Rust
-tokenizer both release the GIL), and a writer thread makes chunk i-1 durable. So reading and writing hide
-behind the model and batch throughput stays close to calling the Classifier on texts already in memory.
+A background thread parses chunk i+1 (pyarrow's CSV/Parquet readers release the GIL) while the main thread
+tokenizes and runs chunk i, and a writer thread makes chunk i-1 durable. So reading and writing hide behind
+the model and batch throughput stays close to calling the Classifier on texts already in memory.
+Tokenizing stays on the main thread, beside the model, not ahead of it: the Rust tokenizer's thread pool
+running during torch's would oversubscribe the cores and slow torch's parallel kernels far more than it saves.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def run_local(
 
     with ThreadPoolExecutor(1, thread_name_prefix="textclass-writer") as writer:
         pending: deque[Future] = deque()
-        for prepared in in_background((prepare(clf, chunk) for chunk in chunks), PREFETCH_CHUNKS):
+        for chunk in in_background(chunks, PREFETCH_CHUNKS):
+            prepared = prepare(clf, chunk)
             table = finish(clf, prepared, clf.run(prepared.encoded), job.score, schema)
             errors += table.num_rows - len(prepared.valid)
             pending.append(writer.submit(write, table))

@@ -1,7 +1,7 @@
 """One chunk of input rows -> one chunk of output rows: decode, validate, tokenize, run, format.
 
-Split in two (`prepare`, then `finish` around `Classifier.run`) so the local engine can tokenize the next
-chunk while the model runs this one; the Ray actors call `score_chunk`, which does both. Rows that cannot
+Split in two (`prepare`, then `finish` around `Classifier.run`) so an engine can place the model call as it
+likes; `score_chunk` does all three, as the Ray actors do. Rows that cannot
 be scored keep their place with an `error` and null label/score, so the output always has every input row.
 """
 

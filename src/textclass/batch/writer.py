@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +25,8 @@ from textclass.errors import InputError
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MANIFEST_VERSION = 1
+# Fault injection for the kill-and-resume tests: "point:n" SIGKILLs this process at that point of part n.
+CRASH_AT = os.environ.get("TEXTCLASS_BATCH_CRASH_AT")
 
 
 def output_format(path: str | Path) -> str:
@@ -68,11 +71,14 @@ class PartStore:
 
     def write(self, table: pa.Table) -> None:
         """Make a chunk durable: the part file first, then the manifest entry that makes it count."""
-        name = f"part-{len(self.manifest['parts']):06d}.{self.format}"
+        index = len(self.manifest["parts"])
+        name = f"part-{index:06d}.{self.format}"
         _atomic_write(self.folder / name, lambda f: _write_rows(f, table.cast(self.schema), self.format))
+        _crash_point("part-written", index)
         self.manifest["parts"].append({"name": name, "rows": table.num_rows})
         self.manifest["rows_done"] = self.rows_done + table.num_rows
-        self._save_manifest()
+        self._save_manifest(crash_index=index)
+        _crash_point("part-listed", index)
 
     def finish(self) -> Path:
         """Merge the parts, in order, into the output file; remove the parts folder."""
@@ -82,12 +88,19 @@ class PartStore:
         else:
             merge = lambda f: _merge_parquet(f, parts, self.schema)
         _atomic_write(self.output, merge)
+        _crash_point("merged", 0)
         shutil.rmtree(self.folder)
         return self.output
 
-    def _save_manifest(self) -> None:
+    def _save_manifest(self, crash_index: int = -1) -> None:
         text = json.dumps(self.manifest, indent=1).encode("utf-8")
-        _atomic_write(self.manifest_path, lambda f: f.write(text))
+
+        def fill(f: BinaryIO) -> None:
+            f.write(text[: len(text) // 2])
+            _crash_point("manifest-half-written", crash_index)  # a torn temporary file must not matter
+            f.write(text[len(text) // 2 :])
+
+        _atomic_write(self.manifest_path, fill)
 
 
 def _check_same_job(saved: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
@@ -101,6 +114,11 @@ def _check_same_job(saved: dict[str, Any], current: dict[str, Any], folder: Path
             f"cannot resume: the interrupted run in {folder} used different settings: {'; '.join(changed)}. "
             "Rerun with the same input, model and options, or delete that folder to start over"
         )
+
+
+def _crash_point(point: str, index: int) -> None:
+    if CRASH_AT == f"{point}:{index}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _atomic_write(path: Path, fill: Any) -> None:
