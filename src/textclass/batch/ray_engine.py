@@ -81,6 +81,7 @@ def run_ray(job: BatchJob, spec: InputSpec, model: str, schema: pa.Schema, store
             batch_size=job.chunk_rows,  # = the reader's chunks: the same batches as the local engine
             batch_format="pyarrow",
             num_cpus=1,
+            **({"num_gpus": 1} if (job.device or "").startswith("cuda") else {}),  # one GPU per actor
         )
         errors = 0
         for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -19,11 +19,12 @@ def batch(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL or Parquet file to score.")],
     output_file: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet or .jsonl.")],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Checkpoint folder or bundled model name [default: bundled].")
+        str | None,
+        typer.Option("--model", "-m", help="Checkpoint folder or bundled model name (default: the bundled model)."),
     ] = None,
     text_column: Annotated[str, typer.Option(help="Column (or JSON key) holding the text.")] = "text",
     id_column: Annotated[
-        str | None, typer.Option(help="Column copied to the output `id` [default: the 0-based row number].")
+        str | None, typer.Option(help="Column copied to the output `id` (default: the 0-based row number).")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also write the K best labels (0 = all).", min=0)] = 1,
     all_scores: Annotated[bool, typer.Option("--all-scores", help="Add a score_<label> column per label.")] = False,
