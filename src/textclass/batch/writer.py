@@ -104,11 +104,12 @@ class PartStore:
 
 
 def _check_same_job(saved: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
-    changed = [
-        f"{key} ({saved.get(key)!r} then, {current.get(key)!r} now)"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
+    def show(key: str) -> str:
+        if isinstance(saved.get(key), dict) and isinstance(current.get(key), dict) and key != "score_options":
+            return f"{key} changed"  # e.g. the model's files: too long to print
+        return f"{key} ({saved.get(key)!r} then, {current.get(key)!r} now)"
+
+    changed = [show(key) for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
     if changed:
         raise InputError(
             f"cannot resume: the interrupted run in {folder} used different settings: {'; '.join(changed)}. "
