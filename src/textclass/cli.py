@@ -235,6 +235,10 @@ from textclass.commands import train as train_command  # noqa: E402
 app.command("train")(train_command.train)
 app.command("eval")(train_command.evaluate)
 
+from textclass.commands import batch as batch_command  # noqa: E402
+
+app.command("batch")(batch_command.batch)
+
 
 def main() -> None:
     app()

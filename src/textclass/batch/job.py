@@ -1,0 +1,151 @@
+"""A batch job: its settings, the fingerprint that guards --resume, the progress bar, and the engine dispatch."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textclass.batch.readers import InputSpec, check_columns, detect_format, id_type
+from textclass.batch.score import ScoreOptions, output_schema
+from textclass.batch.writer import PartStore, output_format
+from textclass.errors import InputError
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    input: str
+    output: str
+    model: str | None = None
+    text_column: str = "text"
+    id_column: str | None = None
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    chunk_rows: int = 4096
+    engine: str = "local"
+    resume: bool = False
+    workers: int = 2  # Ray actors, each holding one copy of the model
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output: Path
+    rows: int  # rows in the output
+    scored_now: int  # rows scored by this run (fewer than `rows` after a resume)
+    errors: int  # rows written with an error in this run
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.scored_now / self.seconds if self.seconds else 0.0
+
+
+def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
+    """Score every row of job.input into job.output; with resume, continue an interrupted run of the same job."""
+    from textclass.bundled import resolve_model
+    from textclass.checkpoint import open_checkpoint
+
+    if job.engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {job.engine!r}")
+    if job.chunk_rows < 1 or job.workers < 1 or job.score.top_k < 0:
+        raise InputError("--chunk-rows and --workers must be at least 1, --top-k at least 0")
+    if not Path(job.input).is_file():
+        raise InputError(f"input file {job.input} does not exist")
+    spec = InputSpec(str(Path(job.input).resolve()), detect_format(job.input), job.text_column, job.id_column)
+    output_format(job.output)
+    total_rows = check_columns(spec)
+    model = resolve_model(job.model)
+    checkpoint = open_checkpoint(model)  # config and labels only; the engines load the weights
+    schema = output_schema(checkpoint.config.id2label, id_type(spec), job.score)
+    store = PartStore(job.output, schema, fingerprint(job, spec, checkpoint.folder), job.resume)
+    start_rows, started = store.rows_done, time.perf_counter()
+    with Progress(spec, total_rows, store.rows_done, enabled=show_progress) as progress:
+        if job.engine == "local":
+            from textclass.batch.local import run_local
+
+            errors = run_local(job, spec, model, schema, store, progress)
+        else:
+            try:
+                from textclass.batch.ray_engine import run_ray
+            except ImportError as exc:
+                raise InputError(f"--engine ray needs Ray Data ({exc}); pip install 'textclass[ray]'") from None
+
+            errors = run_ray(job, spec, model, schema, store, progress)
+    output = store.finish()
+    seconds = time.perf_counter() - started
+    return BatchResult(output, store.rows_done, store.rows_done - start_rows, errors, seconds)
+
+
+def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str, Any]:
+    """Everything that changes the output: a resume must match it exactly. The engine may differ: both batch
+    rows identically, so a local run can be finished on Ray (scores then agree to float rounding)."""
+    stat = os.stat(spec.path)
+    model_files = {
+        p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_folder).iterdir()) if p.is_file()
+    }
+    return {
+        "input": spec.path,
+        "input_size": stat.st_size,
+        "input_mtime_ns": stat.st_mtime_ns,
+        "model": str(Path(model_folder).resolve()),
+        "model_files": model_files,
+        "text_column": job.text_column,
+        "id_column": job.id_column,
+        "score_options": asdict(job.score),
+        "chunk_rows": job.chunk_rows,
+        "device": job.device,
+        "dtype": job.dtype,
+    }
+
+
+class Progress:
+    """A rich progress bar on stderr: rows done, rows/s and ETA (by rows for Parquet, by bytes read otherwise)."""
+
+    def __init__(self, spec: InputSpec, total_rows: int | None, rows_done: int, enabled: bool):
+        self.enabled = enabled
+        self.by_rows = total_rows is not None
+        self.total = total_rows if self.by_rows else os.path.getsize(spec.path)
+        self.rows = self.start_rows = rows_done
+        self.started = time.perf_counter()
+        self.bytes_read = 0
+        self._bar: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("scoring"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s  ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("scoring", total=self.total or None, rows=self.rows, rate=0.0)
+            if self.by_rows:
+                self._bar.update(self._task, completed=self.rows)
+        return self
+
+    def on_bytes(self, position: int) -> None:
+        """Called by readers of text formats: how far into the file they have read."""
+        self.bytes_read = position
+
+    def advance(self, rows: int) -> None:
+        self.rows += rows
+        if self._bar is not None:
+            rate = (self.rows - self.start_rows) / max(time.perf_counter() - self.started, 1e-9)
+            completed = self.rows if self.by_rows else self.bytes_read
+            self._bar.update(self._task, rows=self.rows, rate=rate, completed=completed)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
