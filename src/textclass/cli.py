@@ -199,6 +199,11 @@ def inspect(
     Console().print(table)
 
 
+from textclass.commands import serve as serve_command  # noqa: E402
+
+app.command("serve")(serve_command.serve)
+
+
 def main() -> None:
     app()
 
