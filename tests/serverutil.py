@@ -51,7 +51,6 @@ class LiveServer:
             time.sleep(0.1)
 
     def log(self) -> str:
-        self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def terminate(self) -> None:

@@ -106,6 +106,9 @@ async def metric_reaches(http: httpx.AsyncClient, name: str, value: float) -> No
     raise AssertionError(f"{name} never reached {value}")
 
 
+SLOW = "slow text held back here for a long while"  # 9 words: no other text here has its length
+
+
 def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
     from textclass.server.app import create_app
     from textclass.server.settings import ServerSettings
@@ -113,14 +116,14 @@ def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
     real = Classifier.from_pretrained(tiny_checkpoints["bert"][0])
     clf = FlakyClassifier(real.checkpoint, real.tokenizer, real.engine, True, real.device, real.max_batch_tokens)
     # The tiny vocabulary maps most words to [UNK]: the word counts tell these texts apart.
-    clf.poison, clf.slow = clf.encode(["poison"])[0].ids, clf.encode(["slow text held back here"])[0].ids
+    clf.poison, clf.slow = clf.encode(["poison"])[0].ids, clf.encode([SLOW])[0].ids
     app = create_app(clf, ServerSettings())
 
     async def scenario():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
-                slow = asyncio.ensure_future(http.post("/predict", json={"inputs": "slow text held back here"}))
+                slow = asyncio.ensure_future(http.post("/predict", json={"inputs": SLOW}))
                 for _ in range(1000):  # until the worker is inside the slow batch
                     if clf.holding.is_set():
                         break

@@ -15,7 +15,7 @@ def serve(
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all interfaces).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
     max_batch_tokens: Annotated[
         int, typer.Option(help="Padded tokens one model batch may hold; the batcher cuts batches by it.", min=1)
     ] = 16384,

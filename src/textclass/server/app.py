@@ -12,17 +12,16 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException
 
 from textclass import __version__, postprocess
 from textclass.api import Classifier
-from textclass.errors import InputError, TextclassError
+from textclass.errors import InputError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
+from textclass.server.errors import ApiError, add_error_handlers, error_body
 from textclass.server.metrics import ServerMetrics
-from textclass.server.middleware import ApiError, Gatekeeper, error_body
+from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
     ClassifyRequest,
     DecodeRequest,
@@ -236,51 +235,3 @@ async def off_loop(chars: int, function: Any, *args: Any) -> Any:
 def answer(content: Any, started: float) -> Response:
     # TEI reports its timings as headers; the playground shows this one.
     return JSONResponse(content, headers={"x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}"})
-
-
-def add_error_handlers(app: FastAPI) -> None:
-    def reply(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
-        return Response(error_body(message, error_type), status, headers, media_type="application/json")
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> Response:
-        return reply(exc.status, exc.error_type, exc.message, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return reply(422, "validation", describe_validation(exc.errors()))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return reply(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail), exc.headers)
-
-    @app.exception_handler(TextclassError)
-    async def user_error(request: Request, exc: TextclassError) -> Response:
-        return reply(422, "validation", str(exc))
-
-
-EXPECTED = {
-    "inputs": "a string, a list of strings, or a list of [text] / [text, text_pair] lists",
-    "ids": "a list of token ids or a list of such lists",
-}
-
-
-def describe_validation(errors: Any) -> str:
-    """One line per wrong field, saying what was expected: pydantic lists every union member separately."""
-    messages: dict[str, str] = {}
-    for error in errors:
-        loc = [str(part) for part in error.get("loc", ()) if part != "body"]
-        if error.get("type") == "json_invalid":
-            reason = error.get("ctx", {}).get("error", error.get("msg"))
-            return f"request body is not valid JSON ({reason}); send a JSON object with Content-Type: application/json"
-        field = loc[0] if loc else "body"
-        if field == "body":
-            messages[field] = "request body must be a JSON object (send Content-Type: application/json)"
-        elif error.get("type") == "missing":
-            messages[field] = f"{field} is required"
-        elif field in EXPECTED:
-            messages[field] = f"{field} must be {EXPECTED[field]}"
-        else:
-            messages.setdefault(field, f"{'.'.join(loc)}: {error.get('msg')}")
-    return "; ".join(messages.values()) or "request body does not match the expected schema"

@@ -14,25 +14,11 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from textclass.server.errors import error_body
 from textclass.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("textclass.access")
 OPEN_PATHS = ("/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/ui")
-
-
-class ApiError(Exception):
-    """An answer other than 200: status, a message saying what to do, and TEI's error_type."""
-
-    def __init__(self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-        self.headers = headers or {}
-
-
-def error_body(message: str, error_type: str) -> bytes:
-    return json.dumps({"error": message, "error_type": error_type}).encode()
 
 
 class Gatekeeper:

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from textclass.errors import TextclassError
 from textclass.server.settings import ServerSettings
 
 log = logging.getLogger("textclass.server")
@@ -72,6 +73,9 @@ def serve(settings: ServerSettings) -> None:
         log_config=None,  # keep our JSON handler
         access_log=False,  # the Gatekeeper writes structured access logs
         timeout_graceful_shutdown=settings.graceful_timeout,
+        # uvicorn's 5 s default closes pooled client connections that sit idle behind a slow batch, and a
+        # request sent just then fails on the client (ReadError); seen under load in bench/load.py.
+        timeout_keep_alive=60,
         lifespan="on",
     )
     # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
@@ -79,4 +83,7 @@ def serve(settings: ServerSettings) -> None:
     # Ctrl-C during the model load still interrupts.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # the warm-up batch failed: uvicorn logged why and returned without serving
+        raise TextclassError("the server did not start; see the log above")
