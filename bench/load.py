@@ -1,10 +1,11 @@
 """Load bench for `textclass serve`: concurrent async clients against a server this script starts.
 
 Reports, in one run on the same texts (SST-2 dev sentences):
-  offline   Classifier throughput (texts/s) and single-text latency, in this process
-  single    one client, one short text per request: p50/p99 latency vs offline
-  load      N concurrent clients, one sentence per request: requests/s, texts/s, p50/p99, errors
-  overload  mixed 1-8 text requests from many clients against a low --max-concurrent-requests:
+  offline   Classifier throughput (texts/s), in this process
+  single    one client, one short text per request: p50/p99 latency, alternating with the offline call
+  load      N concurrent clients, one sentence per request: requests/s, texts/s, p50/p99, errors; in rounds
+            alternating with offline runs of the same texts, so both see the same machine load
+  overload  mixed 1-8 text requests from 256 clients against --max-concurrent-requests 16:
             every 200 must carry exactly its own result, the rest must be 429
 
 Every answer is checked against the offline result (an answer that differs counts as an error).
@@ -23,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -66,77 +68,114 @@ def same(got: list[dict], want: list[dict], atol: float = 1e-4) -> bool:
     )
 
 
-async def run_clients(
-    url: str, bodies: list[list[str]], clients: int, max_seconds: float, want: dict[str, list[dict]]
-) -> dict:
-    """`clients` workers share a queue of /predict bodies; stop when it is empty or time runs out."""
-    queue: asyncio.Queue[list[str]] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-    statuses: dict[int | str, int] = {}
-    wrong = 0
-    texts_done = 0
-    deadline = time.perf_counter() + max_seconds
+@dataclass
+class Tally:
+    """What clients saw, summed over the rounds of one phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int | str, int] = field(default_factory=dict)
+    wrong: int = 0
+    texts: int = 0
+    seconds: float = 0.0
+
+    def count(self, status: int | str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def summary(self) -> dict:
+        done = sum(self.statuses.values())
+        ok = self.statuses.get(200, 0)
+        return {
+            "requests": done,
+            "seconds": round(self.seconds, 2),
+            "requests_per_s": round(ok / self.seconds, 1),
+            "texts_per_s": round(self.texts / self.seconds, 1),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 2),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 2),
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "wrong_answers": self.wrong,
+            "errors": done - ok - self.statuses.get(429, 0) + self.wrong,
+        }
+
+
+async def run_clients(url: str, bodies: list[list[str]], clients: int, want: dict[str, list[dict]], tally: Tally):
+    """`clients` async workers share a queue of /predict bodies until it is empty."""
+    queue = list(reversed(bodies))
 
     async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal wrong, texts_done
-        while not queue.empty() and time.perf_counter() < deadline:
-            texts = queue.get_nowait()
+        while queue:
+            texts = queue.pop()
             started = time.perf_counter()
             try:
                 response = await http.post("/predict", json={"inputs": [[t] for t in texts]})
             except httpx.HTTPError as exc:
-                name = type(exc).__name__  # a transport failure is an error too
-                statuses[name] = statuses.get(name, 0) + 1
+                tally.count(type(exc).__name__)  # a transport failure is an error too
                 continue
-            latencies.append(time.perf_counter() - started)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            tally.latencies.append(time.perf_counter() - started)
+            tally.count(response.status_code)
             if response.status_code == 200:
                 answer = response.json()
                 if len(answer) != len(texts) or not all(same(a, want[t]) for a, t in zip(answer, texts)):
-                    wrong += 1
-                texts_done += len(texts)
+                    tally.wrong += 1
+                tally.texts += len(texts)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         started = time.perf_counter()
         await asyncio.gather(*(worker(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    done = sum(statuses.values())
-    ok = statuses.get(200, 0)
-    return {
-        "clients": clients,
-        "requests": done,
-        "seconds": round(elapsed, 2),
-        "requests_per_s": round(ok / elapsed, 1),
-        "texts_per_s": round(texts_done / elapsed, 1),
-        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-        "statuses": {str(k): v for k, v in statuses.items()},
-        "wrong_answers": wrong,
-        "errors": done - ok - statuses.get(429, 0) + wrong,
-    }
+        tally.seconds += time.perf_counter() - started
 
 
-def offline_figures(clf: Classifier, texts: list[str]) -> tuple[dict, dict[str, list[dict]]]:
-    clf(texts[:32], top_k=None)  # warm up
+def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str, list[dict]]]:
+    """Offline texts/s over all texts, and each text's ranked labels."""
+    clf.logits(texts[:32])  # warm up
     started = time.perf_counter()
     logits = clf.logits(texts)
-    seconds = time.perf_counter() - started
+    rate = len(texts) / (time.perf_counter() - started)
     function = postprocess.default_function(clf.config.problem_type, clf.config.num_labels)
     ranked = [postprocess.rank(row, clf.labels, None) for row in postprocess.apply(logits, function)]
-    single = []
-    for text in texts[:100]:
+    return rate, dict(zip(texts, ranked))
+
+
+def single_client(url: str, clf: Classifier, texts: list[str], want: dict[str, list[dict]], max_seconds: float):
+    """One short text a request, offline and served alternately so both see the same machine load."""
+    offline, served, wrong = [], [], 0
+    deadline = time.perf_counter() + max_seconds
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for text in texts:
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            clf.logits([text])
+            offline.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            response = http.post("/predict", json={"inputs": text})
+            served.append(time.perf_counter() - started)
+            wrong += response.status_code != 200 or not same(response.json(), want[text])
+    p50 = percentile(served, 50) * 1000
+    offline_p50 = percentile(offline, 50) * 1000
+    return {"requests": len(served), "p50_ms": round(p50, 2), "p99_ms": round(percentile(served, 99) * 1000, 2),
+            "offline_p50_ms": round(offline_p50, 2), "p50_above_offline_ms": round(p50 - offline_p50, 2),
+            "errors": wrong}  # fmt: skip
+
+
+def concurrent_load(
+    url: str, clf: Classifier, texts: list[str], want: dict, clients: int, requests: int, max_seconds: float
+) -> dict:
+    """One sentence a request from `clients` clients, in rounds alternating with offline runs of the same texts."""
+    tally, offline_seconds, offline_texts, sent = Tally(), 0.0, 0, 0
+    deadline = time.perf_counter() + max_seconds
+    while sent < requests and time.perf_counter() < deadline:
+        chunk = [texts[(sent + i) % len(texts)] for i in range(min(4 * clients, requests - sent))]
         started = time.perf_counter()
-        clf.logits([text])
-        single.append(time.perf_counter() - started)
-    figures = {
-        "texts": len(texts),
-        "texts_per_s": round(len(texts) / seconds, 1),
-        "single_p50_ms": round(percentile(single, 50) * 1000, 2),
-    }
-    return figures, dict(zip(texts, ranked))
+        clf.logits(chunk)
+        offline_seconds += time.perf_counter() - started
+        offline_texts += len(chunk)
+        asyncio.run(run_clients(url, [[t] for t in chunk], clients, want, tally))
+        sent += len(chunk)
+    figures = {"clients": clients, **tally.summary()}
+    figures["offline_texts_per_s"] = round(offline_texts / offline_seconds, 1)
+    figures["server_vs_offline"] = round(figures["texts_per_s"] / figures["offline_texts_per_s"], 3)
+    return figures
 
 
 def main() -> None:
@@ -146,7 +185,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=872, help="distinct sentences to use")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--requests", type=int, default=2000, help="requests in the load phase")
-    parser.add_argument("--max-seconds", type=float, default=120, help="time cap for each phase")
+    parser.add_argument("--max-seconds", type=float, default=120, help="time cap for the single and load phases")
     parser.add_argument("--overload-requests", type=int, default=2000, help="0 skips the overload phase")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -158,38 +197,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or minilm_with_random_head(Path(tmp) / "minilm-2-labels")
         clf = Classifier.from_pretrained(model)
-        offline, want = offline_figures(clf, texts)
-        print(json.dumps({"phase": "offline", **offline}), flush=True)
-        report: dict = {"model": str(args.model or "MiniLM-L6 + random 2-label head"), "offline": offline}
-
+        offline_rate, want = expected_answers(clf, texts)
+        report: dict = {"model": str(args.model or "MiniLM-L6 + random 2-label head"), "texts": len(texts),
+                        "offline_texts_per_s": round(offline_rate, 1)}  # fmt: skip
+        print(json.dumps(report), flush=True)
         server = LiveServer(model, Path(tmp) / "server.log").wait_healthy()
         try:
-            short = sorted(texts, key=len)[:50]
-            single = asyncio.run(run_clients(server.url, [[t] for t in short] * 4, 1, args.max_seconds, want))
-            single["offline_single_p50_ms"] = offline["single_p50_ms"]
-            single["p50_above_offline_ms"] = round(single["p50_ms"] - offline["single_p50_ms"], 2)
-            print(json.dumps({"phase": "single", **single}), flush=True)
-            bodies = [[texts[i % len(texts)]] for i in range(args.requests)]
-            load = asyncio.run(run_clients(server.url, bodies, args.clients, args.max_seconds, want))
-            again, _ = offline_figures(clf, texts)  # the machine is shared: bracket the server run
-            offline["texts_per_s_after"] = again["texts_per_s"]
-            mean_offline = (offline["texts_per_s"] + again["texts_per_s"]) / 2
-            load["server_vs_offline"] = round(load["texts_per_s"] / mean_offline, 3)
-            print(json.dumps({"phase": "load", **load}), flush=True)
-            report.update(single=single, load=load)
+            short = sorted(texts, key=len)[:100]
+            report["single"] = single_client(server.url, clf, short, want, args.max_seconds)
+            print(json.dumps({"phase": "single", **report["single"]}), flush=True)
+            report["load"] = concurrent_load(
+                server.url, clf, texts, want, args.clients, args.requests, args.max_seconds
+            )
+            print(json.dumps({"phase": "load", **report["load"]}), flush=True)
         finally:
             server.stop()
 
         if args.overload_requests:
             rng = random.Random(0)
             bodies = [rng.sample(texts, rng.randint(1, 8)) for _ in range(args.overload_requests)]
-            server = LiveServer(model, Path(tmp) / "overload.log", "--max-concurrent-requests", "16").wait_healthy()
+            args_overload = ("--max-concurrent-requests", "16")
+            server = LiveServer(model, Path(tmp) / "overload.log", *args_overload).wait_healthy()
+            tally = Tally()
             try:
-                overload = asyncio.run(run_clients(server.url, bodies, 256, args.max_seconds, want))
+                asyncio.run(run_clients(server.url, bodies, 256, want, tally))
             finally:
                 server.stop()
-            print(json.dumps({"phase": "overload", "max_concurrent_requests": 16, **overload}), flush=True)
-            report["overload"] = overload
+            report["overload"] = {"max_concurrent_requests": 16, "clients": 256, **tally.summary()}
+            print(json.dumps({"phase": "overload", **report["overload"]}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

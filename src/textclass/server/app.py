@@ -78,7 +78,6 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         description="Text classification with dynamic batching; TEI- and InferenceClient-compatible.",
     )
     app.add_middleware(Gatekeeper, metrics=metrics, payload_limit=settings.payload_limit, api_key=settings.api_key)
-    app.state.batcher = batcher
     add_error_handlers(app)
 
     async def classify(items: list[TextInput], truncate: bool, side: str) -> np.ndarray:
