@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -178,6 +179,19 @@ def concurrent_load(
     return figures
 
 
+def batch_figures(metrics: str, seconds: float) -> dict:
+    """How the batcher behaved, from the server's Prometheus metrics (includes the warm-up and single phase)."""
+
+    def value(name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1))
+
+    batches = value("textclass_batch_size_count")
+    return {
+        "mean_batch_texts": round(value("textclass_batch_size_sum") / batches, 1),
+        "model_seconds": round(value("textclass_inference_duration_seconds_sum"), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="checkpoint folder (default: MiniLM with a random 2-label head)")
@@ -209,6 +223,7 @@ def main() -> None:
             report["load"] = concurrent_load(
                 server.url, clf, texts, want, args.clients, args.requests, args.max_seconds
             )
+            report["load"].update(batch_figures(server.http.get("/metrics").text, report["load"]["seconds"]))
             print(json.dumps({"phase": "load", **report["load"]}), flush=True)
         finally:
             server.stop()
