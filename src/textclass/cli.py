@@ -239,6 +239,10 @@ from textclass.commands import batch as batch_command  # noqa: E402
 
 app.command("batch")(batch_command.batch)
 
+from textclass.commands import serve as serve_command  # noqa: E402
+
+app.command("serve")(serve_command.serve)
+
 
 def main() -> None:
     app()

@@ -193,6 +193,10 @@ class Tokenizer:
         """The full `tokenizers` Encoding (tokens, offsets, word ids) with special tokens, truncated."""
         return self._configured(self.model_max_length, "right").encode(text, text_pair)
 
+    def encodings(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[Encoding]:
+        """Full untruncated `tokenizers` Encodings (ids, tokens, char offsets, special-token mask)."""
+        return self._base.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+
     def decode(
         self,
         ids: Sequence[int],

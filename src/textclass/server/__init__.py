@@ -1,0 +1,1 @@
+"""`textclass serve`: an HTTP server with dynamic batching, compatible with TEI and the InferenceClient."""

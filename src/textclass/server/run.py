@@ -1,0 +1,89 @@
+"""Starting and stopping the server: logging, model load, uvicorn, and a clean exit on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from textclass.errors import TextclassError
+from textclass.server.settings import ServerSettings
+
+log = logging.getLogger("textclass.server")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line; messages that are JSON objects already are merged in, not quoted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        try:
+            parsed = json.loads(message) if message.startswith("{") else None
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            entry.update(parsed)
+        else:
+            entry["message"] = message
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []  # propagate to the JSON handler
+
+
+def serve(settings: ServerSettings) -> None:
+    """Load the model, then serve until SIGTERM/SIGINT; in-flight requests are answered before exit."""
+    import uvicorn
+
+    from textclass.api import Classifier
+    from textclass.server.app import create_app
+
+    configure_logging()
+    log.info(json.dumps({"event": "config", **settings.public()}))
+    started = time.perf_counter()
+    clf = Classifier.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
+    clf.run([])  # a bare encoder without a head fails here, with its message, not at the first request
+    log.info(json.dumps({
+        "event": "model_loaded", "model": str(clf.folder), "family": clf.config.family, "labels": list(clf.labels),
+        "device": clf.device, "dtype": getattr(clf.engine, "dtype", None),
+        "max_input_length": clf.tokenizer.model_max_length, "seconds": round(time.perf_counter() - started, 2),
+    }))  # fmt: skip
+    app = create_app(clf, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our JSON handler
+        access_log=False,  # the Gatekeeper writes structured access logs
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        # uvicorn's 5 s default closes pooled client connections that sit idle behind a slow batch, and a
+        # request sent just then fails on the client (ReadError); seen under load in bench/load.py.
+        timeout_keep_alive=60,
+        lifespan="on",
+    )
+    # uvicorn re-raises the signal it caught once it has shut down, which would end the process with
+    # 143/130; a no-op handler underneath makes a requested stop exit 0. It is installed only now, so
+    # Ctrl-C during the model load still interrupts.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # the warm-up batch failed: uvicorn logged why and returned without serving
+        raise TextclassError("the server did not start; see the log above")

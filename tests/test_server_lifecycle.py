@@ -1,0 +1,195 @@
+"""The batcher on its own, a failing batch inside the app, and a graceful stop of a loaded server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import CORPUS
+from serverutil import LiveServer
+from textclass.api import Classifier
+from textclass.server.batcher import Batcher, BatchFailed
+from textclass.tokenize import Encoded
+
+
+# ---- the batcher with a fake model ------------------------------------------------------------------
+def test_batcher_keeps_each_answer_and_its_order_across_batches():
+    """Jobs of many lengths and sizes share batches cut by the budget; each gets its own rows back, in order."""
+    budget = 64
+    seen: list[list[Encoded]] = []
+
+    def run(encoded: list[Encoded]) -> np.ndarray:  # (rows, 2): the row's tag and its length
+        seen.append(encoded)
+        time.sleep(0.002)  # let other jobs queue up behind the running batch
+        return np.array([[e.ids[0], len(e)] for e in encoded], dtype=np.float32)
+
+    rng = random.Random(0)
+    jobs = [[Encoded([job * 1000 + row] * rng.randint(1, 40), []) for row in range(rng.randint(1, 12))]
+            for job in range(40)]  # fmt: skip
+    batcher = Batcher(run, max_batch_tokens=budget)
+    batcher.start()
+
+    async def submit_all() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.infer(job) for job in jobs))
+
+    try:
+        results = asyncio.run(submit_all())
+    finally:
+        batcher.stop()
+    for job, result in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(result, [[e.ids[0], len(e)] for e in job])
+    for batch in seen:
+        assert len(batch) == 1 or len(batch) * max(map(len, batch)) <= budget
+    assert any(len({e.ids[0] // 1000 for e in batch}) > 1 for batch in seen)  # requests did share batches
+    assert len(seen) < sum(map(len, jobs))
+
+
+def test_batcher_failure_reaches_only_the_failing_request():
+    def run(encoded: list[Encoded]) -> np.ndarray:
+        if any(e.ids[0] == -1 for e in encoded):
+            raise RuntimeError("poisoned row")
+        time.sleep(0.05)
+        return np.zeros((len(encoded), 2), dtype=np.float32)
+
+    batcher = Batcher(run, max_batch_tokens=1024)
+    batcher.start()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.infer([Encoded([1], [])]))
+        await asyncio.sleep(0.01)  # the next two queue behind it and go into one batch
+        return await asyncio.gather(first, batcher.infer([Encoded([-1], [])]), batcher.infer([Encoded([2], [])]),
+                                    return_exceptions=True)  # fmt: skip
+
+    try:
+        first, poisoned, neighbour = asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    assert isinstance(poisoned, BatchFailed) and "poisoned row" in str(poisoned)
+    assert isinstance(first, np.ndarray) and isinstance(neighbour, np.ndarray)
+
+
+# ---- a failing batch inside the real app ------------------------------------------------------------
+class FlakyClassifier(Classifier):
+    """The real classifier, except that one text makes the model raise and another holds it until released."""
+
+    poison: list[int] = []
+    slow: list[int] = []
+    calls: list[list[list[int]]] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def run(self, encoded, batch_size=None):
+        ids = [list(e.ids) for e in encoded]
+        self.calls.append(ids)
+        if self.poison in ids:
+            raise RuntimeError("CUDA error: device-side assert triggered (simulated)")
+        if self.slow in ids:
+            self.holding.set()
+            self.release.wait(30)
+        return super().run(encoded, batch_size)
+
+
+async def metric_reaches(http: httpx.AsyncClient, name: str, value: float) -> None:
+    for _ in range(1000):
+        metrics = (await http.get("/metrics")).text
+        if float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1)) >= value:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never reached {value}")
+
+
+SLOW = "slow text held back here for a long while"  # 9 words: no other text here has its length
+
+
+def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    real = Classifier.from_pretrained(tiny_checkpoints["bert"][0])
+    clf = FlakyClassifier(real.checkpoint, real.tokenizer, real.engine, True, real.device, real.max_batch_tokens)
+    # The tiny vocabulary maps most words to [UNK]: the word counts tell these texts apart.
+    clf.poison, clf.slow = clf.encode(["poison"])[0].ids, clf.encode([SLOW])[0].ids
+    app = create_app(clf, ServerSettings())
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                slow = asyncio.ensure_future(http.post("/predict", json={"inputs": SLOW}))
+                for _ in range(1000):  # until the worker is inside the slow batch
+                    if clf.holding.is_set():
+                        break
+                    await asyncio.sleep(0.01)
+                poisoned = asyncio.ensure_future(http.post("/predict", json={"inputs": "poison"}))
+                good = asyncio.ensure_future(http.post("/", json={"inputs": "a good text"}))
+                await metric_reaches(http, "textclass_queue_size", 2)  # both wait behind the held batch
+                clf.release.set()
+                poisoned, good = await poisoned, await good
+                after = await http.post("/predict", json={"inputs": "after the failure"})
+                health = await http.get("/health")
+                return await slow, poisoned, good, after, health
+
+    slow, poisoned, good, after, health = asyncio.run(scenario())
+    assert poisoned.status_code == 500
+    assert poisoned.json()["error_type"] == "backend" and "device-side assert" in poisoned.json()["error"]
+    assert [slow.status_code, good.status_code, after.status_code, health.status_code] == [200] * 4
+    assert good.json()[0][0]["label"] in clf.labels
+    assert any(clf.poison in call and len(call) > 1 for call in clf.calls)  # it really shared a batch
+
+
+# ---- graceful shutdown of a loaded server -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm_classifier(minilm_dir, tmp_path_factory):
+    """all-MiniLM-L6-v2 with a random 2-label head: slow enough on CPU to keep requests in flight."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("minilm-2-labels")
+    AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, folder / name)
+    return folder
+
+
+def in_flight(server: LiveServer) -> float:
+    metrics = server.http.get("/metrics").text
+    return float(re.search(r"^textclass_requests_in_flight (\S+)$", metrics, re.M).group(1))
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_path):
+    server = LiveServer(minilm_classifier, tmp_path / "server.log").wait_healthy()
+    texts = [" ".join(CORPUS[i : i + 6]) for i in range(8)]  # ~100 tokens each: ~1 s of MiniLM work in all
+    responses: dict[int, httpx.Response] = {}
+
+    def client(index: int) -> None:
+        responses[index] = server.http.post("/predict", json={"inputs": [[t] for t in texts]})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while in_flight(server) < len(threads):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.02)
+    server.terminate()
+    time.sleep(0.3)
+    with pytest.raises(httpx.TransportError):  # no new connections once stopping
+        httpx.get(f"{server.url}/health", timeout=2)
+    for thread in threads:
+        thread.join(120)
+    assert sorted(responses) == list(range(len(threads)))
+    for response in responses.values():
+        assert response.status_code == 200, server.log()
+        assert [len(ranked) for ranked in response.json()] == [2] * len(texts)
+    assert server.stop() == 0
+    assert "Shutting down" in server.log()
