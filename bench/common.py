@@ -8,7 +8,9 @@ import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", ROOT.parent / "shared" / "data" / "sst2")) / "dev.tsv"
+# ../shared beside the checkout (a worktree one level deeper looks one more up); TEXTCLASS_SST2 overrides.
+_SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent)
+SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
 # (label in tables, backend, dtype); the first is the exact reference among textclass modes.
 MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
          ("onnx fp32", "onnx", "fp32"), ("onnx int8 (default)", "onnx", "int8")]  # fmt: skip

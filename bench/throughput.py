@@ -83,7 +83,7 @@ def main() -> None:
 
     mean = tokens / len(texts)
     print(f"\n{Path(args.model).name}, {len(texts)} texts ({mean:.0f} tokens mean), {cpu_name()}\n")
-    header = ["engine", "texts/s", "tokens/s", "vs pipeline", "vs pipeline b32", "label agreement", "max |Δprob|"]
+    header = ["engine", "texts/s", "tokens/s", "vs pipeline", "vs pipeline b32", "label agreement", "max Δprob"]
     print(table(header, rows))
 
 
