@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # bench this checkout's textclass, whatever is installed
 # ../shared beside the checkout (a worktree one level deeper looks one more up); TEXTCLASS_SST2 overrides.
 _SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent)
 SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
