@@ -21,7 +21,7 @@ def reference_logits(model, tokenizer, texts, pairs=None):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_match_transformers(tiny_checkpoints, family):
     folder, model, tokenizer = tiny_checkpoints[family]
-    clf = Classifier.from_pretrained(folder)
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
     ours = clf.logits(TEXTS)
     ref = reference_logits(model, tokenizer, TEXTS)
     assert ours.shape == (len(TEXTS), 3) and ours.dtype == np.float32
@@ -31,7 +31,7 @@ def test_logits_match_transformers(tiny_checkpoints, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pairs_match_transformers(tiny_checkpoints, family):
     folder, model, tokenizer = tiny_checkpoints[family]
-    clf = Classifier.from_pretrained(folder)
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
     firsts, seconds = CORPUS[:7], CORPUS[7:14]
     ours = clf.logits(list(zip(firsts, seconds)))
     np.testing.assert_allclose(ours, reference_logits(model, tokenizer, firsts, seconds), atol=1e-4, rtol=0)
@@ -42,7 +42,7 @@ def test_pipeline_output_equal(tiny_checkpoints, family):
     from transformers import pipeline
 
     folder, model, tokenizer = tiny_checkpoints[family]
-    clf = Classifier.from_pretrained(folder)
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     cases = [
         (TEXTS[0], {}),
@@ -76,7 +76,8 @@ def assert_same_shape_and_values(got, expected):
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_batch_equals_single_and_keeps_order(tiny_checkpoints, family):
     folder, _, _ = tiny_checkpoints[family]
-    clf = Classifier.from_pretrained(folder, max_batch_tokens=96)  # forces several batches of mixed widths
+    # A small budget forces several batches of mixed widths.
+    clf = Classifier.from_pretrained(folder, dtype="fp32", max_batch_tokens=96)
     together = clf.logits(TEXTS)
     one_by_one = np.concatenate([clf.logits([t]) for t in TEXTS])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5, rtol=0)
@@ -88,7 +89,7 @@ def test_batch_equals_single_and_keeps_order(tiny_checkpoints, family):
 def test_truncation_off_rejects_long_text(tiny_checkpoints):
     from textclass.errors import InputError
 
-    clf = Classifier.from_pretrained(tiny_checkpoints["bert"][0])
+    clf = Classifier.from_pretrained(tiny_checkpoints["bert"][0], dtype="fp32")
     with pytest.raises(InputError, match="at most 64"):
         clf.logits(["word " * 300], truncation=False)
     assert clf.logits(["word " * 300]).shape == (1, 3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from textclass import postprocess
 from textclass.batching import make_batches
 from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.config import EncoderConfig
+from textclass.engine import Engine
 from textclass.errors import InputError
 from textclass.tokenize import Encoded, TextInput, Tokenizer
 
@@ -32,7 +33,7 @@ class Classifier:
         self,
         checkpoint: Checkpoint,
         tokenizer: Tokenizer,
-        engine: Callable[[Any], np.ndarray],
+        engine: Engine,
         has_head: bool,
         device: str,
         max_batch_tokens: int,
@@ -51,19 +52,25 @@ class Classifier:
         device: str | None = None,
         dtype: str | None = None,
         max_batch_tokens: int | None = None,
+        backend: str | None = None,
     ) -> Classifier:
+        """Load a checkpoint, choosing device, backend and precision once.
+
+        dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out, a CPU
+        runs ONNX Runtime int8 (exported and cached on first use) and a GPU torch bf16; `dtype="fp32"` alone
+        means exact torch fp32.
+        """
         from textclass.bundled import resolve_model
-        from textclass.checkpoint import build_model
-        from textclass.engine import TorchEngine, pick_device, pick_dtype
+        from textclass.engine import load_engine, pick_device, pick_precision
 
         checkpoint = open_checkpoint(resolve_model(None if path_or_id is None else str(path_or_id)))
         tokenizer = Tokenizer.from_folder(
             checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
         )
         device = pick_device(device)
-        model, new_head = build_model(checkpoint, pick_dtype(dtype, device), device)
+        engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend))
         budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
-        return cls(checkpoint, tokenizer, TorchEngine(model, device), not new_head, device, budget)
+        return cls(checkpoint, tokenizer, engine, has_head, device, budget)
 
     @classmethod
     def default(cls, **kwargs: Any) -> Classifier:
@@ -172,8 +179,16 @@ class Classifier:
             return result[0]  # the pipeline wraps a lone dict in a list only for a str input
         return result
 
+    @property
+    def precision(self) -> str:
+        """What runs the model, e.g. "onnx-int8" or "torch-float32"."""
+        return f"{self.engine.backend}-{self.engine.dtype}"
+
     def __repr__(self) -> str:
-        return f"Classifier({str(self.folder)!r}, family={self.config.family}, labels={list(self.labels)})"
+        return (
+            f"Classifier({str(self.folder)!r}, family={self.config.family}, labels={list(self.labels)}, "
+            f"precision={self.precision})"
+        )
 
 
 def normalise_inputs(inputs: Any) -> tuple[list[TextInput], bool]:

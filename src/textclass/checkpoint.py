@@ -150,6 +150,27 @@ def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def tensor_names(checkpoint: Checkpoint) -> list[str]:
+    """Names of the checkpoint's tensors; for safetensors read from the header alone (no torch, no data)."""
+    if checkpoint.weight_format != "safetensors":
+        return list(read_tensors(checkpoint))
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for path in checkpoint.weight_files:
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                names.extend(handle.keys())
+        except Exception as exc:
+            raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
+    return names
+
+
+def missing_head(checkpoint: Checkpoint) -> list[str]:
+    """Head parameters the checkpoint lacks (a bare encoder); checks the whole weight table on the way."""
+    return map_weights(checkpoint, dict.fromkeys(tensor_names(checkpoint)))[1]
+
+
 def _normalise(name: str, base_prefix: str) -> str:
     if name.startswith(base_prefix + "."):
         name = name[len(base_prefix) + 1 :]

@@ -84,14 +84,19 @@ def classify(
         str | None, typer.Option("--function", help="softmax, sigmoid or none (default: from the config).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU).")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="fp32 (exact), bf16, fp16 or int8 (default: int8 on CPU, bf16 on GPU).")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU; default on CPU, exported once and cached).")
+    ] = None,
 ) -> None:
     """Classify texts and print labels with scores."""
     items = read_texts(texts, input_file)
     try:
         from textclass.api import Classifier
 
-        clf = Classifier.from_pretrained(model, device=device, dtype=dtype)
+        clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
         ranked = clf(items, top_k=None if top_k == 0 else top_k, function_to_apply=function_to_apply)
     except TextclassError as exc:
         fail(str(exc))

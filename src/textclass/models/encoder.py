@@ -68,6 +68,8 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
         self.dropout_p = config.attention_dropout
+        # Export sets this: plain matmul-softmax-matmul is the graph ONNX Runtime's optimizer fuses into one op.
+        self.explicit = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, seq, hidden = x.shape
@@ -77,6 +79,10 @@ class SelfAttention(nn.Module):
             return t.view(batch, seq, self.num_heads, head_dim).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if self.explicit:  # mask: (batch, 1, 1, seq) additive float, 0 for tokens and a huge negative for padding
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim) + mask  # (batch, heads, seq, seq)
+            y = torch.matmul(scores.softmax(dim=-1), v)
+            return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))
         # mask: (batch, 1, 1, seq) bool, True where a key may be attended to; None when nothing is padded.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0, scale=1 / math.sqrt(head_dim)
@@ -107,6 +113,13 @@ class Encoder(nn.Module):
         super().__init__()
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+        self.explicit_attention = False
+
+    def use_explicit_attention(self) -> None:
+        """Trace-friendly attention for ONNX export: always masked, no SDPA, no data-dependent branch."""
+        self.explicit_attention = True
+        for layer in self.layers:
+            layer.attention.explicit = True
 
     def forward(
         self,
@@ -116,7 +129,12 @@ class Encoder(nn.Module):
     ) -> torch.Tensor:  # (batch, seq, hidden)
         x = self.embeddings(input_ids, token_type_ids)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if self.explicit_attention:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            # (batch, 1, 1, seq); the (1 - mask) * min pattern is what ORT's attention fusion recognises.
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        elif attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
         for layer in self.layers:
             x = layer(x, mask)

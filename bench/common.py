@@ -1,0 +1,54 @@
+"""Shared bench helpers: texts, the long-text set, the CPU's name, the modes, markdown tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # bench this checkout's textclass, whatever is installed
+# ../shared beside the checkout (a worktree one level deeper looks one more up); TEXTCLASS_SST2 overrides.
+_SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent)
+SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
+# (label in tables, backend, dtype); the first is the exact reference among textclass modes.
+MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
+         ("onnx fp32", "onnx", "fp32"), ("onnx int8 (default)", "onnx", "int8")]  # fmt: skip
+
+
+def read_texts(path: Path, limit: int | None) -> list[str]:
+    if path.suffix == ".tsv":  # SST-2 style: a header, then sentence<TAB>label
+        with open(path, encoding="utf-8") as handle:
+            texts = [row[0] for row in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+    else:
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts[:limit] if limit else texts
+
+
+def paragraphs(sentences: list[str], count_tokens, target: int = 300) -> list[str]:
+    """Join consecutive sentences into paragraphs of about `target` tokens (the long-text set)."""
+    out, current, size = [], [], 0
+    for sentence in sentences:
+        current.append(sentence.strip())
+        size += count_tokens(sentence) - 2  # without [CLS]/[SEP]
+        if size >= target - 2:
+            out.append(" ".join(current))
+            current, size = [], 0
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -1,0 +1,179 @@
+"""The cache of exported ONNX models: where they live, what they were made from, and when to rebuild.
+
+An artefact `model.<mode>.onnx` sits beside the checkpoint when that folder is writable (a bundled model
+ships its own this way), else under the user cache (TEXTCLASS_CACHE, $XDG_CACHE_HOME/textclass or
+~/.cache/textclass). Next to it, `model.<mode>.onnx.json` records what it was built from: config.json's
+hash, each weight file's size, mtime and content hash, the export settings, and the artefact's own size
+and hash. An artefact is used only when all of these still match; otherwise (stale, truncated, edited,
+half-written) it is rebuilt. Files are written to a temporary name and renamed, so readers never see half
+a file. Validating costs one stat per file when mtimes are unchanged; a file whose mtime moved is re-hashed
+(and its new mtime recorded when the content proves unchanged, e.g. after a copy or a package install).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from textclass.checkpoint import Checkpoint
+from textclass.export import export_onnx, export_settings
+
+log = logging.getLogger("textclass")
+
+
+def artefact_name(mode: str) -> str:
+    return f"model.{mode}.onnx"
+
+
+def cache_root() -> Path:
+    if os.environ.get("TEXTCLASS_CACHE"):
+        return Path(os.environ["TEXTCLASS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "textclass"
+
+
+def candidate_dirs(checkpoint: Checkpoint) -> list[Path]:
+    """Beside the checkpoint first, then a per-checkpoint folder in the user cache."""
+    folder_key = hashlib.sha256(str(checkpoint.folder.resolve()).encode()).hexdigest()[:16]
+    return [checkpoint.folder, cache_root() / "onnx" / f"{checkpoint.folder.name}-{folder_key}"]
+
+
+def find(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]] | None:
+    """A valid artefact for this checkpoint and mode, with its manifest; None when there is none."""
+    for folder in candidate_dirs(checkpoint):
+        path = folder / artefact_name(mode)
+        if not path.exists():
+            continue
+        manifest, problem = check(path, checkpoint, mode)
+        if manifest is not None:
+            return path, manifest
+        log.warning("textclass: not using %s: %s; it will be rebuilt", path, problem)
+    return None
+
+
+def ensure(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]]:
+    """A valid artefact, exported now (once; tens of seconds) when none is cached."""
+    found = find(checkpoint, mode)
+    if found is not None:
+        return found
+    for folder in candidate_dirs(checkpoint):
+        if _writable(folder):
+            path = folder / artefact_name(mode)
+            log.warning("textclass: exporting %s to %s (once)", checkpoint.folder, path)
+            return path, build(checkpoint, mode, path)
+    raise OSError(f"no writable place for the ONNX export; tried {', '.join(map(str, candidate_dirs(checkpoint)))}")
+
+
+def build(checkpoint: Checkpoint, mode: str, path: Path) -> dict[str, Any]:
+    """Export to `path` and write its manifest; returns the manifest."""
+    source = fingerprint(checkpoint)  # before exporting: a checkpoint changed meanwhile then reads as stale
+    export_onnx(checkpoint, path, mode)
+    manifest = {
+        "settings": export_settings(mode),
+        "source": source,
+        "artefact": _describe(path),
+    }
+    atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def check(path: Path, checkpoint: Checkpoint, mode: str) -> tuple[dict[str, Any] | None, str]:
+    """(manifest, "") when `path` is a faithful export of the checkpoint now on disk, else (None, why not)."""
+    try:
+        manifest = json.loads(_manifest_path(path).read_text(encoding="utf-8"))
+        if manifest["settings"] != export_settings(mode):
+            return None, "made with other export settings"
+        recorded = manifest["source"]
+        if recorded["config_sha256"] != file_sha256(checkpoint.folder / "config.json"):
+            return None, "config.json changed"
+        weights = {item["name"]: item for item in recorded["weights"]}
+        if set(weights) != {p.name for p in checkpoint.weight_files}:
+            return None, "the weight files changed"
+        rehashed = False
+        for file in checkpoint.weight_files:
+            problem, moved = _same_file(file, weights[file.name])
+            if problem:
+                return None, f"{file.name} {problem}"
+            rehashed |= moved
+        problem, moved = _same_file(path, manifest["artefact"])
+        if problem:
+            return None, f"the ONNX file {problem} since it was built (damaged or replaced)"
+        if rehashed or moved:
+            _refresh_mtimes(path, manifest, checkpoint)
+    except FileNotFoundError as exc:
+        return None, f"{Path(exc.filename or '?').name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"its manifest is unreadable ({type(exc).__name__})"
+    return manifest, ""
+
+
+def _same_file(file: Path, recorded: dict[str, Any]) -> tuple[str, bool]:
+    """("", whether the content had to be re-hashed) when `file` still is what `recorded` describes."""
+    stat = file.stat()
+    if stat.st_size != recorded["size"]:
+        return "changed size", False
+    if stat.st_mtime_ns == recorded["mtime_ns"]:
+        return "", False  # same size and mtime: trusted without reading (a stat, not a hash, per load)
+    if file_sha256(file) != recorded["sha256"]:
+        return "changed", True
+    return "", True
+
+
+def _refresh_mtimes(path: Path, manifest: dict[str, Any], checkpoint: Checkpoint) -> None:
+    """Contents were confirmed by hash but mtimes moved (a copy, an install): record the new mtimes so the
+    next load needs only a stat. Best effort: a read-only folder just re-hashes next time."""
+    for item in manifest["source"]["weights"]:
+        item["mtime_ns"] = (checkpoint.folder / item["name"]).stat().st_mtime_ns
+    manifest["artefact"]["mtime_ns"] = path.stat().st_mtime_ns
+    try:
+        atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
+    except OSError:
+        pass
+
+
+def fingerprint(checkpoint: Checkpoint) -> dict[str, Any]:
+    weights = [{"name": file.name, **_describe(file)} for file in checkpoint.weight_files]
+    return {"config_sha256": file_sha256(checkpoint.folder / "config.json"), "weights": weights}
+
+
+def _describe(file: Path) -> dict[str, Any]:
+    stat = file.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(file)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is as readable as the checkpoint
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

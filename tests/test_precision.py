@@ -1,0 +1,200 @@
+"""Precision and backend modes agree with fp32, and the ONNX export cache is never silently stale.
+
+Correctness only; speed is measured by bench/throughput.py and bench/latency.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import CORPUS, make_model, make_tokenizer
+from textclass import Classifier, artefacts
+from textclass.engine import Precision, pick_precision
+from textclass.errors import InputError
+
+WORDPIECE = ("bert", "distilbert")
+MODES = [("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+TEXTS = CORPUS + [
+    "a gorgeous, witty, seductive movie.",
+    "the plot is nothing but boilerplate clichés from start to finish.",
+    "It is a masterpiece of quiet, patient storytelling.",
+    "I walked out after twenty minutes, bored stiff.",
+    "",
+    "ok",
+    "word " * 40,
+]
+
+
+def save_checkpoint(folder, family, vocab_txt, seed=0):
+    """A tiny checkpoint with its output layer scaled up, so logits sit far apart and rounding cannot flip them.
+
+    (A random tiny encoder gives texts similar pooled features, so labels vary little between texts; the
+    closeness of the logits, checked too, is the sharper test.)
+    """
+    import torch
+
+    tokenizer = None if family in WORDPIECE else make_tokenizer(family, vocab_txt)
+    model = make_model(family, len(tokenizer) if tokenizer else 30522, num_labels=3, seed=seed)
+    out = model.classifier.out_proj if family == "roberta" else model.classifier
+    with torch.no_grad():
+        out.weight.mul_(50.0)
+    model.save_pretrained(folder)
+    if tokenizer is None:
+        # MiniLM's own bert-base-uncased tokenizer files: with transformers 5, BertTokenizerFast(vocab_file=...)
+        # builds a 5-token vocabulary, which would turn every text into [UNK]s.
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(vocab_txt.parent / name, folder / name)
+    else:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTCLASS_CACHE", str(tmp_path / "user-cache"))
+    return tmp_path / "user-cache"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, vocab_txt):
+    """family -> checkpoint folder (its ONNX artefacts are built by the first test that needs them)."""
+    return {
+        f: save_checkpoint(tmp_path_factory.mktemp(f"prec-{f}"), f, vocab_txt)
+        for f in ("bert", "distilbert", "roberta")
+    }
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize(("backend", "dtype"), MODES, ids=[f"{b}-{d}" for b, d in MODES])
+def test_every_mode_agrees_with_fp32(tiny, family, backend, dtype):
+    reference = Classifier.from_pretrained(tiny[family], dtype="fp32").logits(TEXTS)
+    clf = Classifier.from_pretrained(tiny[family], dtype=dtype, backend=backend)
+    assert clf.engine.backend == backend
+    logits = clf.logits(TEXTS)
+    assert logits.shape == reference.shape and logits.dtype == np.float32
+    assert agreement(logits, reference) >= 0.995
+    if dtype == "fp32":
+        np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
+    else:  # lossy, but near: a mode that mangled the weights would not be (tiny random models round badly)
+        assert np.abs(logits - reference).max() < 0.5 * np.ptp(reference)
+    # Dynamic int8 scales activations per batch, so batch-mates shift results a little; labels must hold.
+    batched, single = clf.logits(TEXTS[:8]), np.concatenate([clf.logits([t]) for t in TEXTS[:8]])
+    assert agreement(batched, single) == 1.0
+    np.testing.assert_allclose(batched, single, atol=0.05 * np.abs(batched).max())
+
+
+def test_cpu_default_is_onnx_int8(tiny):
+    clf = Classifier.from_pretrained(tiny["bert"])
+    assert clf.precision == "onnx-int8"
+    assert (tiny["bert"] / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
+
+
+def test_precision_rules():
+    assert pick_precision("cpu") == Precision("onnx", "int8")
+    assert pick_precision("cpu", dtype="fp32") == Precision("torch", "float32")
+    assert pick_precision("cpu", dtype="int8") == Precision("onnx", "int8")
+    assert pick_precision("cpu", dtype="int8", backend="torch") == Precision("torch", "int8")
+    assert pick_precision("cpu", backend="onnx", dtype="fp32") == Precision("onnx", "float32")
+    assert pick_precision("cuda", dtype=None) == Precision("torch", "bfloat16")
+    for device, dtype, backend in [("cuda", None, "onnx"), ("cpu", "bf16", "onnx"), ("cuda", "int8", None),
+                                   ("cpu", "fp8", None), ("cpu", None, "tensorrt")]:  # fmt: skip
+        with pytest.raises(InputError):
+            pick_precision(device, dtype, backend)
+
+
+def _manifest(path):
+    return json.loads(path.with_name(path.name + ".json").read_text())
+
+
+def _no_export(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported again although a valid artefact was cached")
+
+    monkeypatch.setattr(artefacts, "export_onnx", refuse)
+
+
+def test_cache_is_reused_and_survives_a_touch(tiny, monkeypatch):
+    folder = tiny["distilbert"]
+    first = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    artefact = folder / "model.int8.onnx"
+    _no_export(monkeypatch)
+    weights = folder / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as a copy would
+    again = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    np.testing.assert_array_equal(first, again)
+    recorded = {w["name"]: w["mtime_ns"] for w in _manifest(artefact)["source"]["weights"]}
+    assert recorded["model.safetensors"] == weights.stat().st_mtime_ns  # content re-hashed, new mtime recorded
+
+
+def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt, seed=0)
+    old = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32").logits(TEXTS)
+    size = (folder / "model.safetensors").stat().st_size
+    save_checkpoint(folder, "bert", vocab_txt, seed=1)  # same architecture: same size, new weights
+    assert (folder / "model.safetensors").stat().st_size == size
+    expected = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    new = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32").logits(TEXTS)
+    assert not np.allclose(old, expected, atol=1e-3)
+    np.testing.assert_allclose(new, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "manifest"])
+def test_corrupt_cache_is_rebuilt(tmp_path, vocab_txt, damage, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "distilbert", vocab_txt)
+    expected = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    artefact = folder / "model.int8.onnx"
+    if damage == "garbage":
+        artefact.write_bytes(os.urandom(artefact.stat().st_size))
+    elif damage == "truncated":
+        artefact.write_bytes(artefact.read_bytes()[: artefact.stat().st_size // 2])
+    else:
+        artefact.with_name(artefact.name + ".json").write_text("{not json")
+    clf = Classifier.from_pretrained(folder, backend="onnx")
+    np.testing.assert_allclose(clf.logits(TEXTS), expected, atol=1e-5)
+    assert "rebuilt" in caplog.text
+    assert artefacts.check(artefact, clf.checkpoint, "int8")[0] is not None
+
+
+def test_read_only_checkpoint_uses_user_cache(tmp_path, vocab_txt, user_cache, monkeypatch):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+    writable = artefacts._writable  # root can write anywhere, so "read-only" is simulated here
+    monkeypatch.setattr(artefacts, "_writable", lambda path: path != folder and writable(path))
+    clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
+    assert clf.engine.path.is_relative_to(user_cache)
+    assert not (folder / "model.fp32.onnx").exists()
+
+
+def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
+    folder = tmp_path / "bare"
+    make_model("bert", 30522, head=False).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(vocab_txt.parent / name, folder / name)
+    clf = Classifier.from_pretrained(folder)
+    with pytest.raises(InputError, match="bare encoder"):
+        clf("hello")
+    assert not (folder / "model.int8.onnx").exists()
+
+
+def test_onnx_classify_does_not_import_torch(tiny):
+    folder = tiny["bert"]
+    Classifier.from_pretrained(folder)  # makes sure the artefact exists
+    code = (
+        "import sys; from textclass import Classifier; "
+        f"print(Classifier.from_pretrained({str(folder)!r})('great')[0]['label']); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in Classifier.from_pretrained(folder).labels
