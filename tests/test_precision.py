@@ -94,14 +94,22 @@ def test_every_mode_agrees_with_fp32(tiny, family, backend, dtype):
     np.testing.assert_allclose(batched, single, atol=0.05 * np.abs(batched).max())
 
 
-def test_cpu_default_is_onnx_int8(tiny):
-    clf = Classifier.from_pretrained(tiny["bert"])
+def test_cpu_default_is_exact_unless_the_checkpoint_prefers_onnx_int8(tiny, tmp_path):
+    assert Classifier.from_pretrained(tiny["bert"]).precision == "torch-float32"
+    folder = tmp_path / "prefers-int8"
+    shutil.copytree(tiny["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "textclass_precision": "onnx-int8"}))
+    clf = Classifier.from_pretrained(folder)
     assert clf.precision == "onnx-int8"
-    assert (tiny["bert"] / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
+    assert (folder / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
+    assert Classifier.from_pretrained(folder, dtype="fp32").precision == "torch-float32"
 
 
 def test_precision_rules():
-    assert pick_precision("cpu") == Precision("onnx", "int8")
+    assert pick_precision("cpu") == Precision("torch", "float32")
+    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8")
+    assert pick_precision("cuda", preferred="onnx-int8") == Precision("torch", "bfloat16")
     assert pick_precision("cpu", dtype="fp32") == Precision("torch", "float32")
     assert pick_precision("cpu", dtype="int8") == Precision("onnx", "int8")
     assert pick_precision("cpu", dtype="int8", backend="torch") == Precision("torch", "int8")
@@ -188,10 +196,10 @@ def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
 
 def test_onnx_classify_does_not_import_torch(tiny):
     folder = tiny["bert"]
-    Classifier.from_pretrained(folder)  # makes sure the artefact exists
+    Classifier.from_pretrained(folder, dtype="int8")  # makes sure the artefact exists
     code = (
         "import sys; from textclass import Classifier; "
-        f"print(Classifier.from_pretrained({str(folder)!r})('great')[0]['label']); "
+        f"print(Classifier.from_pretrained({str(folder)!r}, dtype='int8')('great')[0]['label']); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

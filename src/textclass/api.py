@@ -56,9 +56,10 @@ class Classifier:
     ) -> Classifier:
         """Load a checkpoint, choosing device, backend and precision once.
 
-        dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out, a CPU
-        runs ONNX Runtime int8 (exported and cached on first use) and a GPU torch bf16; `dtype="fp32"` alone
-        means exact torch fp32.
+        dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out: the
+        checkpoint's own measured choice (config.json `textclass_precision`; the bundled model runs ONNX
+        Runtime int8), else exact torch fp32 on CPU and torch bf16 on a GPU. int8 alone means ONNX Runtime
+        int8, exported and cached beside the checkpoint on first use.
         """
         from textclass.bundled import resolve_model
         from textclass.engine import load_engine, pick_device, pick_precision
@@ -68,7 +69,8 @@ class Classifier:
             checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
         )
         device = pick_device(device)
-        engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend))
+        preferred = checkpoint.config.raw.get("textclass_precision")
+        engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend, preferred))
         budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
         return cls(checkpoint, tokenizer, engine, has_head, device, budget)
 

@@ -65,11 +65,16 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def pick_precision(device: str, dtype: str | None = None, backend: str | None = None) -> Precision:
-    """The backend and dtype to run with; explicit choices are checked, left-out ones get the fastest safe default.
+def pick_precision(
+    device: str, dtype: str | None = None, backend: str | None = None, preferred: str | None = None
+) -> Precision:
+    """The backend and dtype to run with; explicit choices are checked, left-out ones get a safe default.
 
-    On CPU: nothing given → onnx int8; dtype int8 → onnx int8; dtype fp32/bf16/fp16 → torch (as before
-    the onnx backend existed, so `dtype="fp32"` stays exact torch). On a GPU: torch, bf16 by default.
+    Nothing given: the checkpoint's own `preferred` mode (config.json `textclass_precision`, e.g. "onnx-int8",
+    which a checkpoint sets once its agreement with fp32 was measured, as the bundled model does), else exact
+    torch fp32 on CPU and torch bf16 on a GPU. int8 is not the blanket CPU default: dynamic quantization sets
+    activation scales per batch, so a text's score moves a little with its batch neighbours, and its
+    agreement with fp32 is only known for a trained, checked model. dtype int8 alone means onnx int8.
     """
     if dtype in (None, "auto"):
         dtype = None
@@ -82,9 +87,13 @@ def pick_precision(device: str, dtype: str | None = None, backend: str | None = 
     elif backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)} (or auto); got {backend!r}")
     gpu = device != "cpu"
+    onnx_available = importlib.util.find_spec("onnxruntime") is not None
+    if backend is None and dtype is None and preferred and not gpu and onnx_available:
+        preferred_backend, _, preferred_dtype = preferred.partition("-")
+        if preferred_backend in BACKENDS and preferred_dtype in DTYPES:
+            backend, dtype = preferred_backend, DTYPES[preferred_dtype]
     if backend is None:
-        onnx_ok = not gpu and dtype in (None, "int8") and importlib.util.find_spec("onnxruntime") is not None
-        backend = "onnx" if onnx_ok else "torch"
+        backend = "onnx" if not gpu and dtype == "int8" and onnx_available else "torch"
     if backend == "onnx":
         if gpu:
             raise InputError(f"the onnx backend runs on CPU only; use backend='torch' for device {device!r}")
