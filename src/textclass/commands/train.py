@@ -10,15 +10,16 @@ from typing import Annotated
 import typer
 
 
+def fail(message: str) -> None:
+    from textclass.cli import fail as cli_fail  # one place prints CLI errors
+
+    cli_fail(message)
+
+
 class TaskOption(str, Enum):
     single_label = "single-label"
     multi_label = "multi-label"
     regression = "regression"
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def train(
@@ -65,7 +66,7 @@ def train(
     from textclass.errors import TextclassError
 
     if multi_label and regression:
-        _fail("choose --multi-label or --regression, not both")
+        fail("choose --multi-label or --regression, not both")
     try:
         from textclass.engine import pick_device
         from textclass.train.progress import RichReporter
@@ -87,7 +88,7 @@ def train(
         reporter = Reporter() if quiet else RichReporter()
         summary = run_train(args, reporter)
     except TextclassError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     final = summary["eval_metrics"]
     shown = ", ".join(f"{k} {final[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "mse", "ece") if k in final)
     typer.echo(
@@ -122,7 +123,7 @@ def evaluate(
             label_column=label_column, label_delimiter=label_delimiter, max_length=max_length, device=device,
         )  # fmt: skip
     except TextclassError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
     else:
