@@ -25,7 +25,7 @@ app = typer.Typer(
 ModelOption = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name [default: bundled]."
+        "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name (default: the bundled model)."
     ),
 ]
 

@@ -11,7 +11,9 @@ def serve(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name [default: bundled]."
+            "--model",
+            "-m",
+            help="Checkpoint folder, hub id (org/name) or bundled model name (default: the bundled model).",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all interfaces).")] = "127.0.0.1",
