@@ -57,17 +57,15 @@ class Classifier:
         """Load a checkpoint, choosing device, backend and precision once.
 
         dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out: the
-        checkpoint's own measured choice (config.json `textclass_precision`; the bundled model runs ONNX
-        Runtime int8), else exact torch fp32 on CPU and torch bf16 on a GPU. int8 alone means ONNX Runtime
-        int8, exported and cached beside the checkpoint on first use.
+        checkpoint's own measured choice (config.json `textclass_precision`, e.g. "onnx-int8"), else exact torch
+        fp32 on CPU and torch bf16 on a GPU. int8 alone means ONNX Runtime int8, exported and cached beside the
+        checkpoint on first use.
         """
         from textclass.bundled import resolve_model
         from textclass.engine import load_engine, pick_device, pick_precision
 
         checkpoint = open_checkpoint(resolve_model(None if path_or_id is None else str(path_or_id)))
-        tokenizer = Tokenizer.from_folder(
-            checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
-        )
+        tokenizer = checkpoint.load_tokenizer()
         device = pick_device(device)
         preferred = checkpoint.config.raw.get("textclass_precision")
         engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend, preferred))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from textclass.models.encoder import SequenceClassifier
+    from textclass.tokenize import Tokenizer
 
 # In order of preference when a folder has several formats.
 WEIGHT_FILES = (
@@ -44,6 +45,14 @@ class Checkpoint:
     config: EncoderConfig
     weight_format: str  # "safetensors", "bin" or "h5"
     weight_files: tuple[Path, ...]
+
+    def load_tokenizer(self) -> Tokenizer:
+        """The checkpoint's tokenizer, truncating at what the position table holds (BERT also returns token types)."""
+        from textclass.tokenize import Tokenizer
+
+        return Tokenizer.from_folder(
+            self.folder, self.config.max_tokens, return_token_type_ids=self.family.name == "bert"
+        )
 
     @property
     def is_classifier_config(self) -> bool:

@@ -144,12 +144,9 @@ def tokenize(
     try:
         from textclass.bundled import resolve_model
         from textclass.checkpoint import open_checkpoint
-        from textclass.tokenize import Tokenizer
 
         checkpoint = open_checkpoint(resolve_model(model))
-        tokenizer = Tokenizer.from_folder(
-            checkpoint.folder, checkpoint.config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
-        )
+        tokenizer = checkpoint.load_tokenizer()
         encoded = tokenizer(text, pair, truncation=True)
         result = {
             "tokens": tokenizer.convert_ids_to_tokens(encoded["input_ids"]),

@@ -101,7 +101,5 @@ def prepare_model(
         notes.append(f"{base} is a bare encoder: new classification head initialised ({', '.join(new_parameters)})")
     elif missing_head and checkpoint.is_classifier_config:
         notes.append(f"head parameters initialised: {', '.join(new_parameters)}")
-    tokenizer = Tokenizer.from_folder(
-        checkpoint.folder, config.max_tokens, return_token_type_ids=checkpoint.family.name == "bert"
-    )
+    tokenizer = checkpoint.load_tokenizer()
     return Prepared(model, dataclasses.replace(checkpoint, config=config), tokenizer, new_parameters, notes)
