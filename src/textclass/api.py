@@ -123,11 +123,7 @@ class Classifier:
 
     def run(self, encoded: Sequence[Encoded], batch_size: int | None = None) -> np.ndarray:
         """(n, num_labels) float32 logits for tokenized inputs, in their order (length-sorted batches inside)."""
-        if not self.has_head:
-            raise InputError(
-                f"{self.folder} is a bare encoder without a classification head; "
-                "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
-            )
+        self._require_head()
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
@@ -149,8 +145,7 @@ class Classifier:
         batch_size: int | None = None,
     ) -> np.ndarray:
         """(n, num_labels) float32 logits, in input order."""
-        if not self.has_head:
-            self.run([])  # the same clear error before any tokenizing work
+        self._require_head()  # before any tokenizing work
         return self.run(self.encode(inputs, truncation=truncation, max_length=max_length), batch_size=batch_size)
 
     def __call__(
@@ -183,6 +178,13 @@ class Classifier:
     def precision(self) -> str:
         """What runs the model, e.g. "onnx-int8" or "torch-float32"."""
         return f"{self.engine.backend}-{self.engine.dtype}"
+
+    def _require_head(self) -> None:
+        if not self.has_head:
+            raise InputError(
+                f"{self.folder} is a bare encoder without a classification head; "
+                "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
+            )
 
     def __repr__(self) -> str:
         return (

@@ -180,7 +180,7 @@ def missing_head(checkpoint: Checkpoint) -> list[str]:
     return map_weights(checkpoint, dict.fromkeys(tensor_names(checkpoint)))[1]
 
 
-def _normalise(name: str, base_prefix: str) -> str:
+def normalise_name(name: str, base_prefix: str) -> str:
     if name.startswith(base_prefix + "."):
         name = name[len(base_prefix) + 1 :]
     # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
@@ -208,7 +208,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
     state_sources: dict[str, str] = {}  # checkpoint name -> our name, for messages
     unexpected = []
     for name in list(tensors):
-        key = _normalise(name, family.base_prefix)
+        key = normalise_name(name, family.base_prefix)
         if key in table:
             state[table[key]] = tensors.pop(name)
             state_sources[name] = table[key]
@@ -227,7 +227,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
         for hf, ours in table.items()
         if ours not in state
     ]
-    missing_body = [name for name in missing if _normalise(name, family.base_prefix) not in head]
+    missing_body = [name for name in missing if normalise_name(name, family.base_prefix) not in head]
     if missing_body:
         raise CheckpointError(
             f"checkpoint {checkpoint.folder} lacks tensors: {', '.join(missing_body[:10])}"
@@ -239,7 +239,7 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
             f"config.json says {checkpoint.config.raw['architectures'][0]} but the weights lack its head: "
             f"{', '.join(missing)}{via}"
         )
-    return state, [table[_normalise(name, family.base_prefix)] for name in missing], state_sources
+    return state, [table[normalise_name(name, family.base_prefix)] for name in missing], state_sources
 
 
 def build_model(

@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from typing import Any
 
-from textclass.checkpoint import Checkpoint, open_checkpoint
+from textclass.checkpoint import Checkpoint, normalise_name, open_checkpoint
 from textclass.errors import CheckpointError
 
 
 def _tensor_shapes(checkpoint: Checkpoint) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype); safetensors from the headers alone, other formats by reading the tensors."""
+    if checkpoint.weight_format != "safetensors":
+        from textclass.checkpoint import read_tensors  # names the file when it cannot be read
+
+        return {
+            name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+            for name, tensor in read_tensors(checkpoint).items()
+        }
+    from safetensors import safe_open
+
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
     for path in checkpoint.weight_files:
         try:
-            if checkpoint.weight_format == "safetensors":
-                from safetensors import safe_open
-
-                with safe_open(str(path), framework="numpy") as handle:
-                    for name in handle.keys():
-                        part = handle.get_slice(name)
-                        shapes[name] = (tuple(part.get_shape()), str(part.get_dtype()).lower())
-            else:
-                from textclass.checkpoint import read_tensors
-
-                for name, tensor in read_tensors(checkpoint).items():
-                    shapes[name] = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
-                break  # read_tensors already read every shard
-        except CheckpointError:
-            raise
+            with safe_open(str(path), framework="numpy") as handle:
+                for name in handle.keys():
+                    part = handle.get_slice(name)
+                    shapes[name] = (tuple(part.get_shape()), str(part.get_dtype()).lower())
         except Exception as exc:
             raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
     return shapes
@@ -39,15 +39,8 @@ def describe(path_or_id: str | os.PathLike[str]) -> dict[str, Any]:
     config = checkpoint.config
     shapes = _tensor_shapes(checkpoint)
     head = checkpoint.family.head_names()
-    from textclass.checkpoint import _normalise
-
-    present = {_normalise(name, checkpoint.family.base_prefix) for name in shapes}
-    parameters = 0
-    for shape, _ in shapes.values():
-        count = 1
-        for dim in shape:
-            count *= dim
-        parameters += count
+    present = {normalise_name(name, checkpoint.family.base_prefix) for name in shapes}
+    parameters = sum(math.prod(shape) for shape, _ in shapes.values())
     dtypes = Counter(dtype for _, dtype in shapes.values())
     return {
         "folder": str(checkpoint.folder),
