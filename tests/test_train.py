@@ -149,19 +149,23 @@ def test_fp16_output_and_temperature(base, sentiment, tmp_path):
 
 
 # ---- resume after SIGKILL -------------------------------------------------------------------------
-def _cli_args(base: Path, data: Path, out: Path) -> list[str]:
+def _cli_args(base: Path, data: Path, out: Path, extra: dict) -> list[str]:
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()]
     return ["--model", str(base), "--train", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "4",
-            "--lr", "1e-3", "--save-steps", "5", "--threads", "1", "--seed", "7", "--quiet"]  # fmt: skip
+            "--lr", "1e-3", "--save-steps", "5", "--threads", "1", "--seed", "7", "--quiet", *options]  # fmt: skip
 
 
-def test_resume_after_sigkill_gives_identical_weights(base, tmp_path):
+# The second case checks that the weight average and per-layer learning rates are part of the saved state.
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9, "layer_lr_decay": 0.8}], ids=["plain", "ema-llrd"])
+def test_resume_after_sigkill_gives_identical_weights(base, tmp_path, extra):
     data = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(200, 3))  # 2 epochs × 50 steps
-    args = dict(model=str(base), train=str(data), epochs=2, batch_size=4, lr=1e-3, save_steps=5, threads=1, seed=7)
+    args = dict(model=str(base), train=str(data), epochs=2, batch_size=4, lr=1e-3, save_steps=5, threads=1, seed=7,
+                **extra)  # fmt: skip
     train(TrainArgs(out=str(tmp_path / "straight"), **args))
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen([sys.executable, "-m", "textclass", "train", *_cli_args(base, data, killed)], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "textclass", "train", *_cli_args(base, data, killed, extra)], env=env)
     deadline = time.monotonic() + 120
     while not list((killed / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -184,6 +188,61 @@ def test_resume_after_sigkill_gives_identical_weights(base, tmp_path):
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=0, msg=name)
+
+
+# ---- optimisation levers ----------------------------------------------------------------------------
+def test_layer_lr_decay_scales_learning_rate_by_depth(base, sentiment, tmp_path):
+    from textclass.train.loop import layer_depth, make_optimizer
+
+    model = prepare_model(str(base), "single_label", ["NEGATIVE", "POSITIVE"], uses_ids=False, seed=42).model
+    layers = model.config.num_layers
+    optimizer = make_optimizer(model, 1e-3, 0.01, layer_lr_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        depth = layer_depth(name, layers)
+        assert lr_of[id(param)] == pytest.approx(1e-3 * 0.5 ** (layers + 1 - depth)), name
+    assert {layer_depth(n, layers) for n, _ in model.named_parameters()} == set(range(layers + 2))
+
+    # A near-zero decay freezes the embeddings in practice while the head (same seeded start) still learns.
+    train_file, _ = sentiment
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "llrd"
+    train(TrainArgs(model=str(base), train=str(train_file), out=str(out), seed=42, **{**FAST, "layer_lr_decay": 1e-4}))
+    after = load_file(str(out / "model.safetensors"))
+    word = next(k for k in after if k.endswith("word_embeddings.weight"))
+    assert torch.allclose(after[word], before["encoder.embeddings.word.weight"], atol=1e-5)
+    assert not torch.allclose(after["classifier.weight"], before["head.out.weight"], atol=1e-3)
+
+
+def test_weight_average_is_an_exponential_moving_average():
+    from textclass.train.loop import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    start = model.weight.detach().clone()
+    average = WeightAverage(model, decay=0.5)
+    expected = start.clone()
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        average.update(model)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * model.weight.detach()
+    torch.testing.assert_close(average.shadow["weight"], expected)
+    raw = model.weight.detach().clone()
+    average.swap(model)
+    torch.testing.assert_close(model.weight.detach(), expected)
+    average.swap(model)
+    torch.testing.assert_close(model.weight.detach(), raw)
+
+
+def test_ema_run_saves_the_weights_it_evaluated(base, sentiment, tmp_path):
+    train_file, dev_file = sentiment
+    out = tmp_path / "ema"
+    summary = train(TrainArgs(model=str(base), train=str(train_file), eval=str(dev_file), out=str(out),
+                              **{**FAST, "epochs": 2, "ema": 0.9}))  # fmt: skip
+    best = max(h["accuracy"] for h in summary["history"])
+    assert summary["eval_metrics"]["accuracy"] == pytest.approx(best)
+    assert best >= 0.9
 
 
 # ---- data ---------------------------------------------------------------------------------------

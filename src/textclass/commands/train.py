@@ -46,6 +46,12 @@ def train(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm; 0 turns it off.")] = 1.0,
     max_length: Annotated[int, typer.Option(help="Tokens per input (longer ones are truncated).")] = 128,
     label_smoothing: float = 0.0,
+    layer_lr_decay: Annotated[
+        float, typer.Option(help="Layer-wise lr decay: each layer below the head learns this times slower.")
+    ] = 1.0,
+    ema: Annotated[
+        float | None, typer.Option(help="Keep, evaluate and save an exponential moving average of the weights.")
+    ] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (fast on CPUs with AMX/avx512_bf16).")] = False,
     seed: int = 42,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps instead of each epoch.")] = None,
@@ -81,7 +87,8 @@ def train(
             label_names=[n.strip() for n in label_names.split(",")] if label_names else None,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
             weight_decay=weight_decay, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, max_length=max_length,
-            label_smoothing=label_smoothing, bf16=bf16, seed=seed, eval_steps=eval_steps, save_steps=save_steps,
+            label_smoothing=label_smoothing, layer_lr_decay=layer_lr_decay, ema=ema, bf16=bf16, seed=seed,
+            eval_steps=eval_steps, save_steps=save_steps,
             metric=metric, patience=patience, dtype_out=dtype_out, temperature_calibrate=temperature_calibrate,
             resume=resume, keep_checkpoints=keep_checkpoints, device=pick_device(device), threads=threads,
         )  # fmt: skip

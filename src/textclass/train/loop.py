@@ -29,19 +29,75 @@ CHECKPOINTS = "checkpoints"
 _FREE_ON_RESUME = {"resume", "keep_checkpoints", "threads", "device", "dtype_out", "temperature_calibrate", "out"}
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for the head: the depth LLRD scales by."""
+    if name.startswith("encoder.embeddings."):
+        return 0
+    if name.startswith("encoder.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
+def make_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, layer_lr_decay: float = 1.0
+) -> torch.optim.AdamW:
     # As transformers' Trainer: no weight decay on biases and LayerNorm weights (decay would pull
     # normalisation gains towards zero, which is not regularisation).
-    decay, no_decay = [], []
+    # Layer-wise lr decay: the head learns at `lr`, each layer below at `layer_lr_decay` times the one
+    # above, so the pretrained lower layers move least (they hold the general features).
+    num_layers = model.config.num_layers
+    groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        (no_decay if name.endswith("bias") or "norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = name.endswith("bias") or "norm" in name
+        groups.setdefault((layer_depth(name, num_layers), no_decay), []).append(param)
+    param_groups = [
+        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+         "lr": lr * layer_lr_decay ** (num_layers + 1 - depth)}
+        for (depth, no_decay), params in sorted(groups.items())
+    ]  # fmt: skip
     # The fused kernel updates all parameters in one pass: ~6x faster than the default on CPU, where the
     # 30k-row word embedding makes the optimizer step as costly as a forward pass.
     try:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        return torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     except (RuntimeError, TypeError):  # older torch or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        return torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+class WeightAverage:
+    """Exponential moving average of the weights (Polyak averaging): evaluated and saved instead of the raw
+    weights, it smooths the noise of the last steps, which on small data is worth a few tenths of accuracy.
+
+    The decay warms up as (1 + n) / (10 + n) so the average is not dominated by the initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if name in self.shadow:
+                self.shadow[name].lerp_(value.float(), 1.0 - decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.updates = saved["updates"]
+        self.shadow = saved["shadow"]
+
+    def swap(self, model: torch.nn.Module) -> None:
+        """Exchange the model's weights and the average (call twice to undo)."""
+        with torch.no_grad():
+            for name, value in model.state_dict().items():
+                if name in self.shadow:
+                    current = value.detach().clone()
+                    value.copy_(self.shadow[name])
+                    self.shadow[name] = current.float()
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -93,7 +149,8 @@ def run_training(
     """Train in place; leaves the best (or last) weights in `model`; returns history and timing."""
     device, task, out = args.device, args.task, Path(args.out)
     model.to(device)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, args.layer_lr_decay)
+    average = WeightAverage(model, args.ema) if args.ema else None
     lengths = np.asarray([len(e) for e in train.encoded])
     batches_per_epoch = math.ceil(len(lengths) / args.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / args.grad_accum)
@@ -118,6 +175,8 @@ def run_training(
         optimizer.load_state_dict(saved.pop("optimizer"))
         scheduler.load_state_dict(saved.pop("scheduler"))
         torch.set_rng_state(saved.pop("torch_rng"))
+        if average is not None:
+            average.load_state_dict(saved.pop("ema"))
         changed = sorted(k for k in recipe if saved.get("recipe", {}).get(k) != recipe[k])
         if changed:
             raise TextclassError(
@@ -134,7 +193,8 @@ def run_training(
         if folder.exists():
             return
         save_state(folder, {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()})  # fmt: skip
+                            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                            **({"ema": average.state_dict()} if average is not None else {})})  # fmt: skip
         for old in (out / CHECKPOINTS).glob("step-*"):  # keep only the newest complete one
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
@@ -143,6 +203,8 @@ def run_training(
         """Evaluate, track the best; True when early stopping says stop."""
         if evaluation is None:
             return False
+        if average is not None:  # judge (and keep) the averaged weights, the ones that get saved
+            average.swap(model)
         result = evaluate_data(model, evaluation, task, device, args.bf16)
         result.update(step=state["step"], epoch=round(state["step"] / steps_per_epoch, 3))
         state["history"].append({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
@@ -154,6 +216,8 @@ def run_training(
                 on_best(result)
         else:
             state["bad_evals"] += 1
+        if average is not None:
+            average.swap(model)
         model.train()
         return bool(args.patience) and state["bad_evals"] >= args.patience
 
@@ -181,6 +245,8 @@ def run_training(
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             optimizer.zero_grad(set_to_none=True)
             state["group"] += 1
             state["step"] += 1
@@ -204,6 +270,8 @@ def run_training(
     reporter.finish()
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
+    elif average is not None:
+        average.swap(model)
     model.eval()
     return {k: state[k] for k in ("step", "best", "best_step", "history", "samples", "seconds")} | {
         "total_steps": total,

@@ -36,6 +36,8 @@ class TrainArgs:
     max_grad_norm: float = 1.0
     max_length: int = 128
     label_smoothing: float = 0.0
+    layer_lr_decay: float = 1.0
+    ema: float | None = None
     bf16: bool = False
     seed: int = 42
     eval_steps: int | None = None
@@ -58,6 +60,8 @@ class TrainArgs:
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 < self.layer_lr_decay <= 1, f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}"),
+            (self.ema is None or 0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
             (self.max_length >= 2, f"--max-length must be at least 2, got {self.max_length}"),
             (
                 self.dtype_out in ("fp32", "fp16", "bf16"),
