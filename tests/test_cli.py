@@ -146,3 +146,46 @@ def test_real_process_exit_codes(tiny_checkpoints, tmp_path):
     ]
     good = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert good.returncode == 0 and json.loads(good.stdout)["text"] == "hi"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["classify", "a", "b"], {"texts": ["a", "b"], "model": None, "top_k": 1, "format": "table"}),
+        (
+            ["classify", "-m", "M", "a", "-k", "0", "--format", "jsonl"],
+            {"texts": ["a"], "model": "M", "top_k": 0, "format": "jsonl"},
+        ),  # fmt: skip
+        (["classify"], None),  # nothing to classify: stdin or an error, the full CLI decides
+        (["classify", "--help"], None),
+        (["classify", "a", "--dtype", "int8"], None),  # options the quick path does not know
+        (["classify", "a", "-k", "x"], None),  # bad values get the full CLI's explanation
+        (["classify", "a", "-k", "-1"], None),
+        (["classify", "a", "-f", "xml"], None),
+        (["classify", "a", "--model"], None),
+        (["classify", "-", "a"], None),
+        (["tokenize", "a"], None),
+    ],
+)
+def test_quick_entry_takes_only_plain_classify_calls(argv, expected):
+    from textclass.entry import quick_classify_args
+
+    assert quick_classify_args(argv) == expected
+
+
+def test_quick_entry_prints_what_the_full_cli_prints_without_importing_typer(tiny_checkpoints):
+    folder = str(tiny_checkpoints["bert"][0])
+    args = ["classify", "good", "so-so", "--model", folder, "-k", "0", "-f", "json"]
+    code = (
+        "import sys; from textclass.entry import main; main(); "
+        "print(sorted(m for m in sys.modules if m in ('typer', 'click', 'pydantic')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    quick = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    assert quick.returncode == 0, quick.stderr
+    printed, imported = quick.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert json.loads(printed) == json.loads(run(*args).stdout)
+    bad = subprocess.run([sys.executable, "-c", code, "classify", "x", "-m", folder + "-nope"], capture_output=True,
+                         text=True, env=env)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr

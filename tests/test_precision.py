@@ -94,8 +94,18 @@ def test_every_mode_agrees_with_fp32(tiny, family, backend, dtype):
     np.testing.assert_allclose(batched, single, atol=0.05 * np.abs(batched).max())
 
 
-def test_cpu_default_is_exact_unless_the_checkpoint_prefers_onnx_int8(tiny, tmp_path):
-    assert Classifier.from_pretrained(tiny["bert"]).precision == "torch-float32"
+def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, tmp_path):
+    folder = tmp_path / "default"
+    shutil.copytree(tiny["bert"], folder)
+    clf = Classifier.from_pretrained(folder)
+    assert clf.precision == "onnx-float32"
+    reference = Classifier.from_pretrained(folder, dtype="fp32")
+    np.testing.assert_allclose(clf.logits(TEXTS), reference.logits(TEXTS), atol=1e-4, rtol=1e-4)
+    # Beside the checkpoint, the graph reads the weights from model.safetensors instead of copying them.
+    artefact = folder / "model.fp32.onnx"
+    assert _manifest(artefact)["linked_weights"] is True
+    assert artefact.stat().st_size < 0.2 * (folder / "model.safetensors").stat().st_size
+
     folder = tmp_path / "prefers-int8"
     shutil.copytree(tiny["bert"], folder)
     config = json.loads((folder / "config.json").read_text())
@@ -107,7 +117,8 @@ def test_cpu_default_is_exact_unless_the_checkpoint_prefers_onnx_int8(tiny, tmp_
 
 
 def test_precision_rules():
-    assert pick_precision("cpu") == Precision("torch", "float32")
+    assert pick_precision("cpu") == Precision("onnx", "float32", required=False)
+    assert pick_precision("cpu", backend="onnx") == Precision("onnx", "float32")
     assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8")
     assert pick_precision("cuda", preferred="onnx-int8") == Precision("torch", "bfloat16")
     assert pick_precision("cpu", dtype="fp32") == Precision("torch", "float32")
@@ -134,12 +145,12 @@ def _no_export(monkeypatch):
 
 def test_cache_is_reused_and_survives_a_touch(tiny, monkeypatch):
     folder = tiny["distilbert"]
-    first = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    first = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
     artefact = folder / "model.int8.onnx"
     _no_export(monkeypatch)
     weights = folder / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as a copy would
-    again = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    again = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
     np.testing.assert_array_equal(first, again)
     recorded = {w["name"]: w["mtime_ns"] for w in _manifest(artefact)["source"]["weights"]}
     assert recorded["model.safetensors"] == weights.stat().st_mtime_ns  # content re-hashed, new mtime recorded
@@ -160,7 +171,7 @@ def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "manifest"])
 def test_corrupt_cache_is_rebuilt(tmp_path, vocab_txt, damage, caplog):
     folder = save_checkpoint(tmp_path / "ckpt", "distilbert", vocab_txt)
-    expected = Classifier.from_pretrained(folder, backend="onnx").logits(TEXTS)
+    expected = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
     artefact = folder / "model.int8.onnx"
     if damage == "garbage":
         artefact.write_bytes(os.urandom(artefact.stat().st_size))
@@ -168,7 +179,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, vocab_txt, damage, caplog):
         artefact.write_bytes(artefact.read_bytes()[: artefact.stat().st_size // 2])
     else:
         artefact.with_name(artefact.name + ".json").write_text("{not json")
-    clf = Classifier.from_pretrained(folder, backend="onnx")
+    clf = Classifier.from_pretrained(folder, dtype="int8")
     np.testing.assert_allclose(clf.logits(TEXTS), expected, atol=1e-5)
     assert "rebuilt" in caplog.text
     assert artefacts.check(artefact, clf.checkpoint, "int8")[0] is not None
@@ -181,6 +192,38 @@ def test_read_only_checkpoint_uses_user_cache(tmp_path, vocab_txt, user_cache, m
     clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
     assert clf.engine.path.is_relative_to(user_cache)
     assert not (folder / "model.fp32.onnx").exists()
+    assert _manifest(clf.engine.path)["linked_weights"] is False  # ONNX Runtime reads external data only beside it
+    reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])
+def test_linked_graph_reads_half_precision_weights(tmp_path, vocab_txt, weights_dtype):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.to(getattr(torch, weights_dtype)) for k, v in state.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+    reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)  # the same rounded weights
+    clf = Classifier.from_pretrained(folder, backend="onnx")
+    assert _manifest(clf.engine.path)["linked_weights"] is True
+    np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_default_falls_back_to_torch_when_export_fails(tmp_path, vocab_txt, monkeypatch, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(artefacts, "export_onnx", broken)
+    clf = Classifier.from_pretrained(folder)
+    assert clf.precision == "torch-float32"
+    assert "exporter exploded" in caplog.text
+    with pytest.raises(RuntimeError, match="exporter exploded"):  # asked for by name: no silent substitute
+        Classifier.from_pretrained(folder, backend="onnx")
 
 
 def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
@@ -191,7 +234,7 @@ def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
     clf = Classifier.from_pretrained(folder)
     with pytest.raises(InputError, match="bare encoder"):
         clf("hello")
-    assert not (folder / "model.int8.onnx").exists()
+    assert not list(folder.glob("model.*.onnx"))
 
 
 def test_onnx_classify_does_not_import_torch(tiny):

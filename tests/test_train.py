@@ -165,7 +165,9 @@ def test_resume_after_sigkill_gives_identical_weights(base, tmp_path, extra):
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen([sys.executable, "-m", "textclass", "train", *_cli_args(base, data, killed, extra)], env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textclass", "train", *_cli_args(base, data, killed, extra)], env=env
+    )
     deadline = time.monotonic() + 120
     while not list((killed / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
         time.sleep(0.005)

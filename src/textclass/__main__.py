@@ -1,3 +1,3 @@
-from textclass.cli import main
+from textclass.entry import main
 
 main()

@@ -57,9 +57,9 @@ class Classifier:
         """Load a checkpoint, choosing device, backend and precision once.
 
         dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out: the
-        checkpoint's own measured choice (config.json `textclass_precision`, e.g. "onnx-int8"), else exact torch
-        fp32 on CPU and torch bf16 on a GPU. int8 alone means ONNX Runtime int8, exported and cached beside the
-        checkpoint on first use.
+        checkpoint's own measured choice (config.json `textclass_precision`, e.g. "onnx-int8"), else ONNX
+        Runtime fp32 on CPU (exported and cached beside the checkpoint on first use; no torch afterwards) and
+        torch bf16 on a GPU. int8 alone means ONNX Runtime int8; fp32 alone means torch fp32, the reference.
         """
         from textclass.bundled import resolve_model
         from textclass.engine import load_engine, pick_device, pick_precision

@@ -65,18 +65,27 @@ def ensure(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]]:
         if _writable(folder):
             path = folder / artefact_name(mode)
             log.warning("textclass: exporting %s to %s (once)", checkpoint.folder, path)
-            return path, build(checkpoint, mode, path)
+            return path, build(checkpoint, mode, path, link=folder == checkpoint.folder and linkable(checkpoint))
     raise OSError(f"no writable place for the ONNX export; tried {', '.join(map(str, candidate_dirs(checkpoint)))}")
 
 
-def build(checkpoint: Checkpoint, mode: str, path: Path) -> dict[str, Any]:
+def linkable(checkpoint: Checkpoint) -> bool:
+    """Whether an artefact beside the checkpoint can read the weights from its files (onnx_link.py): plain
+    safetensors files, not symlinks (ONNX Runtime refuses external data that resolves outside the folder,
+    as a hub cache's snapshot links do)."""
+    files = list(checkpoint.weight_files)
+    return bool(files) and all(f.suffix == ".safetensors" and not f.is_symlink() for f in files)
+
+
+def build(checkpoint: Checkpoint, mode: str, path: Path, link: bool = False) -> dict[str, Any]:
     """Export to `path` and write its manifest; returns the manifest."""
     source = fingerprint(checkpoint)  # before exporting: a checkpoint changed meanwhile then reads as stale
-    export_onnx(checkpoint, path, mode)
+    export_onnx(checkpoint, path, mode, link=link and mode == "fp32")
     manifest = {
         "settings": export_settings(mode),
         "source": source,
         "artefact": _describe(path),
+        "linked_weights": link and mode == "fp32",
     }
     atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
     return manifest

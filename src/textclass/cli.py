@@ -9,7 +9,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -85,52 +85,21 @@ def classify(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="fp32 (exact), bf16, fp16 or int8 (default: int8 on CPU, bf16 on GPU).")
+        str | None,
+        typer.Option(help="fp32 (exact, torch), bf16, fp16 or int8 (default: onnx fp32 on CPU, bf16 on GPU)."),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU; default on CPU, exported once and cached).")
+        str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU default; exported once and cached).")
     ] = None,
 ) -> None:
     """Classify texts and print labels with scores."""
     items = read_texts(texts, input_file)
-    try:
-        from textclass.api import Classifier
+    from textclass.cli_output import classify_and_print
 
-        clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
-        ranked = clf(items, top_k=None if top_k == 0 else top_k, function_to_apply=function_to_apply)
+    try:
+        classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend)
     except TextclassError as exc:
         fail(str(exc))
-    rows = [
-        {"text": text, "label": r[0]["label"], "score": r[0]["score"], "scores": r} for text, r in zip(items, ranked)
-    ]
-    show_all = top_k != 1
-    if output_format is OutputFormat.json:
-        typer.echo(json.dumps([r["scores"] if show_all else r["scores"][0] for r in rows], ensure_ascii=False))
-    elif output_format is OutputFormat.jsonl:
-        for row in rows:
-            if not show_all:
-                del row["scores"]
-            typer.echo(json.dumps(row, ensure_ascii=False))
-    else:
-        _print_table(rows, show_all)
-
-
-def _print_table(rows: list[dict[str, Any]], show_all: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_lines=False)
-    table.add_column("text", overflow="fold", ratio=3)
-    table.add_column("label")
-    table.add_column("score", justify="right")
-    for row in rows:
-        if show_all:
-            labels = "\n".join(r["label"] for r in row["scores"])
-            scores = "\n".join(f"{r['score']:.4f}" for r in row["scores"])
-        else:
-            labels, scores = row["label"], f"{row['score']:.4f}"
-        table.add_row(row["text"], labels, scores)
-    Console().print(table)
 
 
 @app.command()

@@ -39,11 +39,12 @@ def export_settings(mode: str) -> dict[str, Any]:
     return settings
 
 
-def export_onnx(checkpoint: Checkpoint, out: Path, mode: str) -> None:
+def export_onnx(checkpoint: Checkpoint, out: Path, mode: str, link: bool = False) -> None:
     """Write the checkpoint's classifier to `out` as a fused fp32 or int8 ONNX graph, atomically.
 
     Inputs input_ids, attention_mask (and token_type_ids when the family has them), all (batch, seq) int64;
-    output logits (batch, num_labels) float32.
+    output logits (batch, num_labels) float32. `link` (fp32, `out` in the checkpoint's folder): the graph
+    reads its weights from the checkpoint's safetensors files instead of holding a copy (onnx_link.py).
     """
     if mode not in ONNX_MODES:
         raise InputError(f"ONNX mode must be one of {', '.join(ONNX_MODES)}; got {mode!r}")
@@ -54,6 +55,9 @@ def export_onnx(checkpoint: Checkpoint, out: Path, mode: str) -> None:
         _trace(checkpoint, raw)
         _fuse(checkpoint, raw, fused)
         final = fused
+        if link and mode == "fp32":
+            final = Path(work) / "linked.onnx"
+            _link(checkpoint, fused, final)
         if mode == "int8":
             final = Path(work) / "int8.onnx"
             _quantize(fused, final)
@@ -107,6 +111,18 @@ def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
         # Still correct, only slower: say so rather than hide it.
         log.warning("ONNX Runtime fused %s of %s attention layers", fused.get("Attention", 0), config.num_layers)
     optimized.save_model_to_file(str(out))
+
+
+def _link(checkpoint: Checkpoint, fused: Path, out: Path) -> None:
+    import onnx
+
+    from textclass.onnx_link import link_weights
+
+    model = onnx.load(str(fused))
+    stats = link_weights(model, list(checkpoint.weight_files))
+    log.info("ONNX graph reads %s weight tensors from the checkpoint; %s bytes stay inside",
+             stats["linked"], stats["embedded_bytes"])  # fmt: skip
+    onnx.save(model, str(out))
 
 
 def _quantize(fused: Path, out: Path) -> None:

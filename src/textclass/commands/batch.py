@@ -35,7 +35,7 @@ def batch(
     ),
     workers: Annotated[int, typer.Option(help="Ray engine: model-holding actors.", min=1)] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: ONNX Runtime fp32 on CPU).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Score every row of a large file; rows that cannot be scored are kept with an error."""

@@ -31,7 +31,7 @@ def serve(
         typer.Option(help="Require `Authorization: Bearer KEY` on POST routes and /info.", envvar="TEXTCLASS_API_KEY"),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: ONNX Runtime fp32 on CPU).")] = None,
 ) -> None:
     """Serve a classifier over HTTP: TEI's /predict, InferenceClient's POST /, /health, /metrics, /ui."""
     from textclass.cli import fail
