@@ -4,7 +4,11 @@ Reports, in one run on the same texts (SST-2 dev sentences):
   offline   Classifier throughput (texts/s), in this process
   single    one client, one short text per request: p50/p99 latency, alternating with the offline call
   load      N concurrent clients, one sentence per request: requests/s, texts/s, p50/p99, errors; in rounds
-            alternating with offline runs of the same texts, so both see the same machine load
+            alternating with offline runs of the same texts, so both see the same machine load. Run twice:
+            with httpx clients, and with a lean HTTP/1.1 keep-alive client (asyncio streams, as wrk would).
+            On a 2-core machine the load generator shares the cores it measures, and httpx spends ~5-10 ms
+            of CPU per request here (measured), which is more than the model; the lean client's figure is
+            the server's own capacity.
   overload  mixed 1-8 text requests from 256 clients against --max-concurrent-requests 16:
             every 200 must carry exactly its own result, the rest must be 429
 
@@ -98,31 +102,74 @@ class Tally:
         }
 
 
-async def run_clients(url: str, bodies: list[list[str]], clients: int, want: dict[str, list[dict]], tally: Tally):
-    """`clients` async workers share a queue of /predict bodies until it is empty."""
+class LeanConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON: tens of microseconds of client CPU a request."""
+
+    def __init__(self, url: str):
+        host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
+        self.address = (host, int(port or 80))
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, payload: object) -> tuple[int, object]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(*self.address)
+        reader, writer = self.streams
+        body = json.dumps(payload).encode()
+        writer.write(b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (path.encode(), self.address[0].encode(), len(body), body))  # fmt: skip
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
+        answer = await reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection") == "close":
+            writer.close()
+            self.streams = None
+        return status, json.loads(answer)
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+
+
+async def run_clients(
+    url: str, bodies: list[list[str]], clients: int, want: dict[str, list[dict]], tally: Tally, lean: bool = False
+):
+    """`clients` async workers share a queue of /predict bodies until it is empty (httpx, or lean connections)."""
     queue = list(reversed(bodies))
 
-    async def worker(http: httpx.AsyncClient) -> None:
+    async def worker(post) -> None:
         while queue:
             texts = queue.pop()
             started = time.perf_counter()
             try:
-                response = await http.post("/predict", json={"inputs": [[t] for t in texts]})
-            except httpx.HTTPError as exc:
+                status, answer = await post({"inputs": [[t] for t in texts]})
+            except (httpx.HTTPError, OSError, asyncio.IncompleteReadError) as exc:
                 tally.count(type(exc).__name__)  # a transport failure is an error too
                 continue
             tally.latencies.append(time.perf_counter() - started)
-            tally.count(response.status_code)
-            if response.status_code == 200:
-                answer = response.json()
+            tally.count(status)
+            if status == 200:
                 if len(answer) != len(texts) or not all(same(a, want[t]) for a, t in zip(answer, texts)):
                     tally.wrong += 1
                 tally.texts += len(texts)
 
+    if lean:
+        connections = [LeanConnection(url) for _ in range(clients)]
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(lambda body, c=c: c.post("/predict", body)) for c in connections))
+        tally.seconds += time.perf_counter() - started
+        for connection in connections:
+            connection.close()
+        return
+
+    async def via_httpx(http: httpx.AsyncClient, body: object) -> tuple[int, object]:
+        response = await http.post("/predict", json=body)
+        return response.status_code, response.json() if response.status_code == 200 else None
+
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        await asyncio.gather(*(worker(lambda body: via_httpx(http, body)) for _ in range(clients)))
         tally.seconds += time.perf_counter() - started
 
 
@@ -160,7 +207,14 @@ def single_client(url: str, clf: Classifier, texts: list[str], want: dict[str, l
 
 
 def concurrent_load(
-    url: str, clf: Classifier, texts: list[str], want: dict, clients: int, requests: int, max_seconds: float
+    url: str,
+    clf: Classifier,
+    texts: list[str],
+    want: dict,
+    clients: int,
+    requests: int,
+    max_seconds: float,
+    lean: bool = False,
 ) -> dict:
     """One sentence a request from `clients` clients, in rounds alternating with offline runs of the same texts."""
     tally, offline_seconds, offline_texts, sent = Tally(), 0.0, 0, 0
@@ -171,24 +225,28 @@ def concurrent_load(
         clf.logits(chunk)
         offline_seconds += time.perf_counter() - started
         offline_texts += len(chunk)
-        asyncio.run(run_clients(url, [[t] for t in chunk], clients, want, tally))
+        asyncio.run(run_clients(url, [[t] for t in chunk], clients, want, tally, lean))
         sent += len(chunk)
-    figures = {"clients": clients, **tally.summary()}
+    figures = {"clients": clients, "client": "lean" if lean else "httpx", **tally.summary()}
     figures["offline_texts_per_s"] = round(offline_texts / offline_seconds, 1)
     figures["server_vs_offline"] = round(figures["texts_per_s"] / figures["offline_texts_per_s"], 3)
     return figures
 
 
-def batch_figures(metrics: str, seconds: float) -> dict:
-    """How the batcher behaved, from the server's Prometheus metrics (includes the warm-up and single phase)."""
+def batch_totals(metrics: str) -> dict[str, float]:
+    """Batches, texts and model seconds so far, from the server's Prometheus metrics."""
+    names = {"batches": "textclass_batch_size_count", "texts": "textclass_batch_size_sum",
+             "model_seconds": "textclass_inference_duration_seconds_sum"}  # fmt: skip
+    return {k: float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1)) for k, name in names.items()}
 
-    def value(name: str) -> float:
-        return float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1))
 
-    batches = value("textclass_batch_size_count")
+def batch_figures(metrics: str, before: dict[str, float]) -> dict:
+    """How the batcher behaved during one phase: the metrics' growth since `before`."""
+    now = batch_totals(metrics)
+    grown = {k: now[k] - before[k] for k in now}
     return {
-        "mean_batch_texts": round(value("textclass_batch_size_sum") / batches, 1),
-        "model_seconds": round(value("textclass_inference_duration_seconds_sum"), 1),
+        "mean_batch_texts": round(grown["texts"] / max(grown["batches"], 1), 1),
+        "model_seconds": round(grown["model_seconds"], 1),
     }
 
 
@@ -220,11 +278,14 @@ def main() -> None:
             short = sorted(texts, key=len)[:100]
             report["single"] = single_client(server.url, clf, short, want, args.max_seconds)
             print(json.dumps({"phase": "single", **report["single"]}), flush=True)
-            report["load"] = concurrent_load(
-                server.url, clf, texts, want, args.clients, args.requests, args.max_seconds
-            )
-            report["load"].update(batch_figures(server.http.get("/metrics").text, report["load"]["seconds"]))
-            print(json.dumps({"phase": "load", **report["load"]}), flush=True)
+            for lean in (False, True):
+                phase = "load_lean" if lean else "load"
+                before = batch_totals(server.http.get("/metrics").text)
+                report[phase] = concurrent_load(
+                    server.url, clf, texts, want, args.clients, args.requests, args.max_seconds, lean
+                )
+                report[phase].update(batch_figures(server.http.get("/metrics").text, before))
+                print(json.dumps({"phase": phase, **report[phase]}), flush=True)
         finally:
             server.stop()
 
