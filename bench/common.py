@@ -15,7 +15,7 @@ _SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / 
 SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
 # (label in tables, backend, dtype); the first is the exact reference among textclass modes.
 MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
-         ("onnx fp32", "onnx", "fp32"), ("onnx int8 (default)", "onnx", "int8")]  # fmt: skip
+         ("onnx fp32 (default)", "onnx", "fp32"), ("onnx int8", "onnx", "int8")]  # fmt: skip
 
 
 def read_texts(path: Path, limit: int | None) -> list[str]:

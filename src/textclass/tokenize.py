@@ -234,7 +234,7 @@ def _token_text(value: Any) -> str | None:
 
 def _pad_id(rust: RustTokenizer, configured: str | None) -> int:
     """The padding id: the configured pad token, else tokenizer.json's padding, else the usual names."""
-    padding = json.loads(rust.to_str()).get("padding") or {}
+    padding = rust.padding or {}  # tokenizer.json's padding settings (read without re-serialising the tokenizer)
     for token in (configured, padding.get("pad_token"), "[PAD]", "<pad>"):
         if token and rust.token_to_id(token) is not None:
             return rust.token_to_id(token)
