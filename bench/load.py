@@ -3,6 +3,7 @@
 Reports, in one run on the same texts (SST-2 dev sentences):
   offline   Classifier throughput (texts/s), in this process
   single    one client, one short text per request: p50/p99 latency, alternating with the offline call
+            (httpx, then the lean client below)
   load      N concurrent clients, one sentence per request: requests/s, texts/s, p50/p99, errors; in rounds
             alternating with offline runs of the same texts, so both see the same machine load. Run twice:
             with httpx clients, and with a lean HTTP/1.1 keep-alive client (asyncio streams, as wrk would).
@@ -184,10 +185,13 @@ def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str
     return rate, dict(zip(texts, ranked))
 
 
-def single_client(url: str, clf: Classifier, texts: list[str], want: dict[str, list[dict]], max_seconds: float):
+def single_client(
+    url: str, clf: Classifier, texts: list[str], want: dict[str, list[dict]], max_seconds: float, lean: bool = False
+):
     """One short text a request, offline and served alternately so both see the same machine load."""
     offline, served, wrong = [], [], 0
     deadline = time.perf_counter() + max_seconds
+    connection, loop = LeanConnection(url), asyncio.new_event_loop()
     with httpx.Client(base_url=url, timeout=60) as http:
         for text in texts:
             if time.perf_counter() > deadline:
@@ -196,14 +200,20 @@ def single_client(url: str, clf: Classifier, texts: list[str], want: dict[str, l
             clf.logits([text])
             offline.append(time.perf_counter() - started)
             started = time.perf_counter()
-            response = http.post("/predict", json={"inputs": text})
+            if lean:
+                status, answer = loop.run_until_complete(connection.post("/predict", {"inputs": text}))
+            else:
+                response = http.post("/predict", json={"inputs": text})
+                status, answer = response.status_code, response.json()
             served.append(time.perf_counter() - started)
-            wrong += response.status_code != 200 or not same(response.json(), want[text])
+            wrong += status != 200 or not same(answer, want[text])
+    connection.close()
+    loop.close()
     p50 = percentile(served, 50) * 1000
     offline_p50 = percentile(offline, 50) * 1000
-    return {"requests": len(served), "p50_ms": round(p50, 2), "p99_ms": round(percentile(served, 99) * 1000, 2),
-            "offline_p50_ms": round(offline_p50, 2), "p50_above_offline_ms": round(p50 - offline_p50, 2),
-            "errors": wrong}  # fmt: skip
+    return {"client": "lean" if lean else "httpx", "requests": len(served), "p50_ms": round(p50, 2),
+            "p99_ms": round(percentile(served, 99) * 1000, 2), "offline_p50_ms": round(offline_p50, 2),
+            "p50_above_offline_ms": round(p50 - offline_p50, 2), "errors": wrong}  # fmt: skip
 
 
 def concurrent_load(
@@ -276,8 +286,10 @@ def main() -> None:
         server = LiveServer(model, Path(tmp) / "server.log").wait_healthy()
         try:
             short = sorted(texts, key=len)[:100]
-            report["single"] = single_client(server.url, clf, short, want, args.max_seconds)
-            print(json.dumps({"phase": "single", **report["single"]}), flush=True)
+            for lean in (False, True):
+                phase = "single_lean" if lean else "single"
+                report[phase] = single_client(server.url, clf, short, want, args.max_seconds, lean)
+                print(json.dumps({"phase": phase, **report[phase]}), flush=True)
             for lean in (False, True):
                 phase = "load_lean" if lean else "load"
                 before = batch_totals(server.http.get("/metrics").text)

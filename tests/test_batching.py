@@ -1,0 +1,25 @@
+"""Batch planning: every input once, within the token budget, and no batch that is mostly padding."""
+
+from __future__ import annotations
+
+import random
+
+from textclass.batching import plan
+
+
+def test_every_input_once_within_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 300) for _ in range(500)] + [5000]  # one longer than the whole budget
+    batches = plan(lengths, 2048, max_batch_size=64)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 64
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 2048
+
+
+def test_short_rows_do_not_pad_to_long_ones_once_the_batch_has_work():
+    lengths = [40] * 8 + [10] * 30  # all fit one 2048-token batch, padded to 40 (75% of it padding for the 10s)
+    batches = plan(lengths, 2048)
+    assert [sorted(lengths[i] for i in b) for b in batches] == [[40] * 8, [10] * 30]
+    # A small batch is kept whole: splitting it would cost more in per-call overhead than padding does.
+    assert len(plan([40, 10, 10], 2048)) == 1
