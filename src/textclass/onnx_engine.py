@@ -96,14 +96,14 @@ class OnnxEngine:
             return ort.InferenceSession(str(path), self._options(True), providers=providers)
         try:
             session = ort.InferenceSession(str(path), self._options(True, save_to=work), providers=providers)
+        except Exception:  # noqa: BLE001 - saving failed (disk full?) or the graph is bad: try without saving
+            shutil.rmtree(work, ignore_errors=True)
+            return ort.InferenceSession(str(path), self._options(True), providers=providers)
+        try:
             _record(work)
             os.replace(work, saved)  # a reader sees the complete folder or none
-        except OSError:
-            shutil.rmtree(work, ignore_errors=True)  # another process won the race, or the disk is full
-            session = ort.InferenceSession(str(path), self._options(True), providers=providers)
-        except BaseException:
+        except OSError:  # another process saved it first, or the disk is full: this session is fine as it is
             shutil.rmtree(work, ignore_errors=True)
-            raise
         return session
 
     @property
