@@ -177,7 +177,7 @@ def test_quick_entry_prints_what_the_full_cli_prints_without_importing_typer(tin
     folder = str(tiny_checkpoints["bert"][0])
     args = ["classify", "good", "so-so", "--model", folder, "-k", "0", "-f", "json"]
     code = (
-        "import sys; from textclass.entry import main; main(); "
+        "import sys; from textclass.entry import main; main(hard_exit=False); "
         "print(sorted(m for m in sys.modules if m in ('typer', 'click', 'pydantic')))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
