@@ -80,12 +80,13 @@ def linkable(checkpoint: Checkpoint) -> bool:
 def build(checkpoint: Checkpoint, mode: str, path: Path, link: bool = False) -> dict[str, Any]:
     """Export to `path` and write its manifest; returns the manifest."""
     source = fingerprint(checkpoint)  # before exporting: a checkpoint changed meanwhile then reads as stale
-    export_onnx(checkpoint, path, mode, link=link and mode == "fp32")
+    linked = link and mode == "fp32"  # an int8 graph holds its own quantized weights
+    export_onnx(checkpoint, path, mode, link=linked)
     manifest = {
         "settings": export_settings(mode),
         "source": source,
         "artefact": _describe(path),
-        "linked_weights": link and mode == "fp32",
+        "linked_weights": linked,
     }
     atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
     return manifest

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16", "int8": "int8", "qint8": "int8"}  # fmt: skip
 BACKENDS = ("torch", "onnx")
-# Device files a GPU driver creates: without them torch cannot see a GPU, and we need not import it to ask.
 log = logging.getLogger("textclass")
+# Device files a GPU driver creates: without them torch cannot see a GPU, and we need not import it to ask.
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia/version")
 
 
