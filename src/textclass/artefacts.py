@@ -6,8 +6,10 @@ ships its own this way), else under the user cache (TEXTCLASS_CACHE, $XDG_CACHE_
 hash, each weight file's size, mtime and content hash, the export settings, and the artefact's own size
 and hash. An artefact is used only when all of these still match; otherwise (stale, truncated, edited,
 half-written) it is rebuilt. Files are written to a temporary name and renamed, so readers never see half
-a file. Validating costs one stat per file when mtimes are unchanged; a file whose mtime moved is re-hashed
-(and its new mtime recorded when the content proves unchanged, e.g. after a copy or a package install).
+a file. Validating costs one stat per file when mtimes are unchanged; a file whose mtime moved (a copy, a
+git clone, a package install) is re-hashed once, and when its content proves unchanged its new size and
+mtime are remembered in the user cache (`confirmed/`), never in the manifest: a shipped manifest (the
+bundled model's) stays byte for byte what was committed.
 """
 
 from __future__ import annotations
@@ -104,17 +106,15 @@ def check(path: Path, checkpoint: Checkpoint, mode: str) -> tuple[dict[str, Any]
         weights = {item["name"]: item for item in recorded["weights"]}
         if set(weights) != {p.name for p in checkpoint.weight_files}:
             return None, "the weight files changed"
-        rehashed = False
+        confirmed = _Confirmed(path)
         for file in checkpoint.weight_files:
-            problem, moved = _same_file(file, weights[file.name])
+            problem = confirmed.same(file, weights[file.name])
             if problem:
                 return None, f"{file.name} {problem}"
-            rehashed |= moved
-        problem, moved = _same_file(path, manifest["artefact"])
+        problem = confirmed.same(path, manifest["artefact"])
         if problem:
             return None, f"the ONNX file {problem} since it was built (damaged or replaced)"
-        if rehashed or moved:
-            _refresh_mtimes(path, manifest, checkpoint)
+        confirmed.save()
     except FileNotFoundError as exc:
         return None, f"{Path(exc.filename or '?').name} is missing"
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -122,28 +122,44 @@ def check(path: Path, checkpoint: Checkpoint, mode: str) -> tuple[dict[str, Any]
     return manifest, ""
 
 
-def _same_file(file: Path, recorded: dict[str, Any]) -> tuple[str, bool]:
-    """("", whether the content had to be re-hashed) when `file` still is what `recorded` describes."""
-    stat = file.stat()
-    if stat.st_size != recorded["size"]:
-        return "changed size", False
-    if stat.st_mtime_ns == recorded["mtime_ns"]:
-        return "", False  # same size and mtime: trusted without reading (a stat, not a hash, per load)
-    if file_sha256(file) != recorded["sha256"]:
-        return "changed", True
-    return "", True
+class _Confirmed:
+    """Files whose mtime differs from the manifest but whose content was hashed and found unchanged, by
+    (size, mtime): kept in the user cache so the next load needs a stat, not a hash, and the manifest beside
+    the artefact is never rewritten. Best effort: without a writable cache the file is re-hashed next time."""
 
+    def __init__(self, artefact: Path):
+        key = hashlib.sha256(str(artefact.resolve()).encode()).hexdigest()[:16]
+        self.path = cache_root() / "confirmed" / f"{artefact.name}-{key}.json"
+        try:
+            self.known: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
 
-def _refresh_mtimes(path: Path, manifest: dict[str, Any], checkpoint: Checkpoint) -> None:
-    """Contents were confirmed by hash but mtimes moved (a copy, an install): record the new mtimes so the
-    next load needs only a stat. Best effort: a read-only folder just re-hashes next time."""
-    for item in manifest["source"]["weights"]:
-        item["mtime_ns"] = (checkpoint.folder / item["name"]).stat().st_mtime_ns
-    manifest["artefact"]["mtime_ns"] = path.stat().st_mtime_ns
-    try:
-        atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
-    except OSError:
-        pass
+    def same(self, file: Path, recorded: dict[str, Any]) -> str:
+        """"" when `file` still is what `recorded` describes, else what differs."""
+        stat = file.stat()
+        if stat.st_size != recorded["size"]:
+            return "changed size"
+        if stat.st_mtime_ns == recorded["mtime_ns"]:
+            return ""  # same size and mtime: trusted without reading (a stat, not a hash, per load)
+        seen = [stat.st_size, stat.st_mtime_ns, recorded["sha256"]]
+        if self.known.get(str(file.resolve())) == seen:
+            return ""
+        if file_sha256(file) != recorded["sha256"]:
+            return "changed"
+        self.known[str(file.resolve())] = seen
+        self.changed = True
+        return ""
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(self.known, indent=1).encode())
+        except OSError:
+            pass
 
 
 def session_key(manifest: dict[str, Any]) -> str:
