@@ -137,7 +137,7 @@ class _Confirmed:
         self.changed = False
 
     def same(self, file: Path, recorded: dict[str, Any]) -> str:
-        """"" when `file` still is what `recorded` describes, else what differs."""
+        """An empty string when `file` still is what `recorded` describes, else what differs."""
         stat = file.stat()
         if stat.st_size != recorded["size"]:
             return "changed size"

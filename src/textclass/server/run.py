@@ -25,10 +25,12 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
         }
         message = record.getMessage()
-        try:
-            parsed = json.loads(message) if message.startswith("{") else None
-        except json.JSONDecodeError:
-            parsed = None
+        parsed = getattr(record, "fields", None)  # structured records (the access log) come as a dict
+        if parsed is None and message.startswith("{"):
+            try:
+                parsed = json.loads(message)
+            except json.JSONDecodeError:
+                pass
         if isinstance(parsed, dict):
             entry.update(parsed)
         else:
