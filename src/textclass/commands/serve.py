@@ -32,6 +32,9 @@ def serve(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: ONNX Runtime fp32 on CPU).")] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="One JSON line per request on stderr (a proxy's log may already have them).")
+    ] = True,
 ) -> None:
     """Serve a classifier over HTTP: TEI's /predict, InferenceClient's POST /, /health, /metrics, /ui."""
     from textclass.cli import fail
@@ -50,6 +53,7 @@ def serve(
         api_key=api_key,
         device=device,
         dtype=dtype,
+        access_log=access_log,
     )
     try:
         run_server(settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import signal
 import sys
 import time
@@ -40,24 +42,46 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int = logging.INFO, access_log: bool = True) -> logging.handlers.QueueListener:
+    """JSON lines on stderr, formatted and written by a listener thread: the event loop only enqueues a
+    record, so a slow stderr (a pipe, a container's log driver) never holds up a response. The caller
+    stops the returned listener, which flushes what is queued."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []  # propagate to the JSON handler
+    logging.getLogger("textclass.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    listener.start()
+    return listener
+
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """Puts the record itself on the queue: the stock QueueHandler formats it first (on the event loop)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
 def serve(settings: ServerSettings) -> None:
     """Load the model, then serve until SIGTERM/SIGINT; in-flight requests are answered before exit."""
+    listener = configure_logging(access_log=settings.access_log)
+    try:
+        _serve(settings)
+    finally:
+        listener.stop()
+
+
+def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
     from textclass.api import Classifier
     from textclass.server.app import create_app
 
-    configure_logging()
     log.info(json.dumps({"event": "config", **settings.public()}))
     started = time.perf_counter()
     clf = Classifier.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)

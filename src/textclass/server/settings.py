@@ -19,6 +19,7 @@ class ServerSettings:
     device: str | None = None
     dtype: str | None = None
     graceful_timeout: float = 30.0  # seconds to finish in-flight requests after SIGTERM
+    access_log: bool = True  # one JSON line per request
 
     def public(self) -> dict[str, Any]:
         """The settings safe to log: the API key only as set or not."""
