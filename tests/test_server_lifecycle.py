@@ -145,6 +145,62 @@ def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
     assert any(clf.poison in call and len(call) > 1 for call in clf.calls)  # it really shared a batch
 
 
+# ---- the fast path answers as FastAPI's declared routes do ------------------------------------------
+FAST_PATH_CASES = [
+    ("/predict", {"inputs": "a fine film"}),
+    ("/predict", {"inputs": [["a fine film"], ["dull", "and long"]], "raw_scores": True}),
+    ("/predict", {"inputs": ["first", "second"], "truncation_direction": "Left"}),
+    ("/", {"inputs": ["one", "two"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}),
+    ("/", {"inputs": "ünïcödé ✓"}),
+    ("/predict", {"inputs": 5}),  # 422s: same status and message from both
+    ("/predict", {"inputs": ["a", "b", "c"]}),
+    ("/", {"parameters": {}}),
+    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}),
+    ("/predict", {"inputs": []}),
+]
+
+
+def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints):
+    """POST / and /predict are answered by server/fastpath.py; FastAPI's routes for them (what /docs shows)
+    must give the same bytes."""
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
+
+    async def both() -> list[tuple[httpx.Response, httpx.Response]]:
+        async with app.router.lifespan_context(app):
+            full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+            # The same middleware stack without FastPath: these requests reach the FastAPI routes.
+            declared = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=_without_fast_path(app)), base_url="http://app"
+            )
+            async with full, declared:
+                return [(await full.post(path, json=body), await declared.post(path, json=body))
+                        for path, body in FAST_PATH_CASES]  # fmt: skip
+
+    for (path, body), (fast, slow) in zip(FAST_PATH_CASES, asyncio.run(both()), strict=True):
+        assert fast.status_code == slow.status_code, (path, body)
+        if fast.status_code == 200:
+            assert fast.content == slow.content, (path, body)
+        else:
+            assert fast.json() == slow.json(), (path, body)
+        assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+
+
+def _without_fast_path(app):
+    """The same app's middleware stack built without FastPath (its routes then reach FastAPI)."""
+    from textclass.server.fastpath import FastPath
+
+    kept = [m for m in app.user_middleware if m.cls is not FastPath]
+    assert len(kept) == len(app.user_middleware) - 1
+    original, app.user_middleware = app.user_middleware, kept
+    try:
+        return app.build_middleware_stack()
+    finally:
+        app.user_middleware = original
+
+
 # ---- graceful shutdown of a loaded server -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm_classifier(minilm_dir, tmp_path_factory):

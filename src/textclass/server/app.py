@@ -20,6 +20,7 @@ from textclass.api import Classifier
 from textclass.errors import InputError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
 from textclass.server.errors import ApiError, add_error_handlers, error_body
+from textclass.server.fastpath import FastPath, render
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
@@ -77,7 +78,6 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
         description="Text classification with dynamic batching; TEI- and InferenceClient-compatible.",
     )
-    app.add_middleware(Gatekeeper, metrics=metrics, payload_limit=settings.payload_limit, api_key=settings.api_key)
     add_error_handlers(app)
 
     async def classify(items: list[TextInput], truncate: bool, side: str) -> np.ndarray:
@@ -110,9 +110,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         except InputError as exc:  # an input over the model's limit with truncation off
             raise ApiError(413, "validation", f'{exc} (or send "truncate": true)') from exc
 
-    @app.post("/", response_model=list[list[LabelScore]], responses=ERRORS, summary="InferenceClient classify")
-    async def classify_route(body: ClassifyRequest) -> Response:
-        """What `huggingface_hub.InferenceClient(base_url).text_classification(...)` sends and parses."""
+    async def classify_answer(body: ClassifyRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
         items: list[TextInput] = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         params = body.parameters
@@ -122,11 +120,9 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
             raise ApiError(422, "validation", f"parameters.function_to_apply: {exc}") from exc
         scores = postprocess.apply(await classify(items, True, "right"), function)
         ranked = [postprocess.rank(row, labels, params.top_k) for row in scores]
-        return answer(ranked, started)
+        return ranked, timing(started)
 
-    @app.post("/predict", response_model=list[LabelScore] | list[list[LabelScore]], responses=ERRORS)
-    async def predict(body: PredictRequest) -> Response:
-        """TEI's /predict: every label, sorted by score; a flat list for one input, a list per input for a batch."""
+    async def predict_answer(body: PredictRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
         try:
             items, single = predict_inputs(body.inputs)
@@ -136,7 +132,18 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         logits = await classify(items, truncate, body.truncation_direction)
         function = "none" if body.raw_scores else postprocess.default_function(clf.config.problem_type, len(labels))
         ranked = [postprocess.rank(row, labels, None) for row in postprocess.apply(logits, function)]
-        return answer(ranked[0] if single else ranked, started)
+        return (ranked[0] if single else ranked), timing(started)
+
+    # FastAPI documents these two routes; FastPath (fastpath.py) answers them with the same functions.
+    @app.post("/", response_model=list[list[LabelScore]], responses=ERRORS, summary="InferenceClient classify")
+    async def classify_route(body: ClassifyRequest) -> Response:
+        """What `huggingface_hub.InferenceClient(base_url).text_classification(...)` sends and parses."""
+        return answer(*await classify_answer(body))
+
+    @app.post("/predict", response_model=list[LabelScore] | list[list[LabelScore]], responses=ERRORS)
+    async def predict(body: PredictRequest) -> Response:
+        """TEI's /predict: every label, sorted by score; a flat list for one input, a list per input for a batch."""
+        return answer(*await predict_answer(body))
 
     @app.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
     async def tokenize(body: TokenizeRequest) -> Response:
@@ -208,6 +215,11 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """A playground page: type text, see every label's score as a bar, and the latency."""
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
+    fast = {"/": (ClassifyRequest, classify_answer), "/predict": (PredictRequest, predict_answer)}
+    declared = {route.path: route for route in app.routes if "POST" in getattr(route, "methods", ())}
+    # Added last-to-first: the Gatekeeper is outermost, so the fast path is behind the key and body checks.
+    app.add_middleware(FastPath, routes={path: (*pair, declared[path]) for path, pair in fast.items()})
+    app.add_middleware(Gatekeeper, metrics=metrics, payload_limit=settings.payload_limit, api_key=settings.api_key)
     return app
 
 
@@ -231,6 +243,10 @@ async def off_loop(chars: int, function: Any, *args: Any) -> Any:
     return await anyio.to_thread.run_sync(function, *args)
 
 
-def answer(content: Any, started: float) -> Response:
+def timing(started: float) -> dict[str, str]:
     # TEI reports its timings as headers; the playground shows this one.
-    return JSONResponse(content, headers={"x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}"})
+    return {"x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}"}
+
+
+def answer(content: Any, headers: dict[str, str]) -> Response:
+    return Response(render(content), headers=headers, media_type="application/json")
