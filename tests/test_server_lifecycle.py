@@ -249,3 +249,30 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_
         assert [len(ranked) for ranked in response.json()] == [2] * len(texts)
     assert server.stop() == 0
     assert "Shutting down" in server.log()
+
+
+# ---- logging ----------------------------------------------------------------------------------------
+def test_logs_are_json_lines_and_the_access_log_can_be_turned_off(capsys):
+    import json
+    import logging
+
+    from textclass.server.run import configure_logging
+
+    root, access = logging.getLogger(), logging.getLogger("textclass.access")
+    handlers, level = root.handlers[:], root.level
+    try:
+        for enabled in (True, False):
+            listener = configure_logging(access_log=enabled)
+            access.info("access", extra={"fields": {"event": "access", "status": 200}})
+            logging.getLogger("textclass.server").info(json.dumps({"event": "ready", "warm_up_ms": 1.5}))
+            logging.getLogger("textclass.server").warning("plain text")
+            listener.stop()  # flushes what the listener thread has not written yet
+            lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+            expected = (["access"] if enabled else []) + ["ready", None]
+            assert [line.get("event") for line in lines] == expected
+            assert lines[-1]["message"] == "plain text" and lines[-1]["level"] == "warning"
+            assert lines[-2]["warm_up_ms"] == 1.5  # a JSON message is merged, not quoted
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        access.setLevel(logging.NOTSET)
