@@ -227,6 +227,26 @@ def test_later_sessions_load_the_saved_optimized_graph(tmp_path, vocab_txt, user
     assert Classifier.from_pretrained(folder, backend="onnx", dtype=mode).engine.from_saved_optimization
 
 
+def test_saved_graphs_are_pruned_least_recently_used_first(tmp_path, monkeypatch):
+    from textclass.onnx_engine import prune
+
+    root = tmp_path / "ort"
+    for name, used in [("old", 100), ("mid", 200), ("new", 300)]:
+        (root / name).mkdir(parents=True)
+        (root / name / "weights.bin").write_bytes(b"w" * 1000)
+        (root / name / "files.json").write_text("{}")
+        os.utime(root / name / "files.json", (used, used))
+    (root / ".interrupted.abc").mkdir()  # a save a crash left behind
+    os.utime(root / ".interrupted.abc", (0, 0))
+    (root / ".saving-now.def").mkdir()  # a save in progress elsewhere
+
+    removed = prune(root, keep=root / "old", budget=2100)  # room for two entries: one must go, not `keep`
+    assert sorted(p.name for p in removed) == [".interrupted.abc", "mid"]
+    assert sorted(p.name for p in root.iterdir()) == [".saving-now.def", "new", "old"]
+    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "0")
+    assert [p.name for p in prune(root)] == ["old", "new"]
+
+
 @pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])
 def test_linked_graph_reads_half_precision_weights(tmp_path, vocab_txt, weights_dtype):
     import torch

@@ -9,6 +9,8 @@ optimized graph, weights in a side file, under the user cache (`<cache>/ort/<key
 sessions load that with optimizations off (~0.03 s; same kernels, identical outputs). The key covers the
 artefact, the checkpoint's weights and config (so a changed checkpoint never meets an old graph) and ORT's
 version; only graph-level fusions (ORT's "extended" level) are saved, nothing specific to this CPU.
+Saved graphs are as big as the model's fp32 weights, so the cache is kept within a budget (TEXTCLASS_ORT_CACHE_MB,
+default 2048): after each save, the least recently used ones go.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +88,7 @@ class OnnxEngine:
             try:
                 session = ort.InferenceSession(str(saved / _SAVED_GRAPH), self._options(False), providers=providers)
                 self.from_saved_optimization = True
+                _touch(saved)
                 return session
             except Exception as exc:  # noqa: BLE001 - any damage: rebuild below
                 log.warning("textclass: not using the saved optimized graph %s (%s); rebuilding it", saved, exc)
@@ -102,6 +106,7 @@ class OnnxEngine:
         try:
             _record(work)
             os.replace(work, saved)  # a reader sees the complete folder or none
+            prune(saved.parent, keep=saved)
         except OSError:  # another process saved it first, or the disk is full: this session is fine as it is
             shutil.rmtree(work, ignore_errors=True)
         return session
@@ -136,3 +141,40 @@ def _intact(folder: Path) -> bool:
 def _stat(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _touch(folder: Path) -> None:
+    """Mark a saved graph as used now: pruning evicts the least recently used first."""
+    try:
+        os.utime(folder / _SAVED_MANIFEST)
+    except OSError:
+        pass
+
+
+def prune(root: Path, keep: Path | None = None, budget: int | None = None) -> list[Path]:
+    """Remove saved graphs, least recently used first, until the rest fit the budget (bytes; default from
+    TEXTCLASS_ORT_CACHE_MB), and leftovers of saves interrupted over an hour ago. Returns what went."""
+    if budget is None:
+        budget = int(os.environ.get("TEXTCLASS_ORT_CACHE_MB", "2048")) << 20
+    entries, removed = [], []
+    for folder in root.iterdir():
+        try:
+            if folder.name.startswith("."):  # a save in progress, or one a crash left behind
+                if time.time() - folder.stat().st_mtime > 3600:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+                continue
+            manifest = folder / _SAVED_MANIFEST
+            used = manifest.stat().st_mtime if manifest.exists() else 0.0
+            entries.append((used, sum(f.stat().st_size for f in folder.iterdir()), folder))
+        except OSError:  # another process removed it meanwhile
+            continue
+    total = sum(size for _, size, _ in entries)
+    for _, size, folder in sorted(entries, key=lambda entry: entry[0]):
+        if total <= budget:
+            break
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)  # a session that opened it keeps its own copy in memory
+            total -= size
+            removed.append(folder)
+    return removed
