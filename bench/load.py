@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -173,12 +174,12 @@ async def run_clients(
     # O(connections) of bookkeeping per request in httpcore (its pool scans every connection), which at 64
     # connections is milliseconds of load-generator CPU a request. One SSL context for all: each costs ~0.1 s.
     tls = ssl.create_default_context()
-    https = [httpx.AsyncClient(base_url=url, timeout=120, verify=tls) for _ in range(clients)]
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(lambda body, h=h: via_httpx(h, body)) for h in https))
-    tally.seconds += time.perf_counter() - started
-    for http in https:
-        await http.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        https = [await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=120, verify=tls))
+                 for _ in range(clients)]  # fmt: skip
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(lambda body, h=h: via_httpx(h, body)) for h in https))
+        tally.seconds += time.perf_counter() - started
 
 
 def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str, list[dict]]]:

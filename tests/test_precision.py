@@ -243,8 +243,10 @@ def test_saved_graphs_are_pruned_least_recently_used_first(tmp_path, monkeypatch
     removed = prune(root, keep=root / "old", budget=2100)  # room for two entries: one must go, not `keep`
     assert sorted(p.name for p in removed) == [".interrupted.abc", "mid"]
     assert sorted(p.name for p in root.iterdir()) == [".saving-now.def", "new", "old"]
-    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "0")
-    assert [p.name for p in prune(root)] == ["old", "new"]
+    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "not a number")  # warned about, the default kept
+    assert prune(root) == []
+    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "0.001")  # 1 KiB: room for one entry
+    assert [p.name for p in prune(root)] == ["old"]
 
 
 @pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import shutil
@@ -146,46 +147,65 @@ def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
 
 
 # ---- the fast path answers as FastAPI's declared routes do ------------------------------------------
-FAST_PATH_CASES = [
-    ("/predict", {"inputs": "a fine film"}),
-    ("/predict", {"inputs": [["a fine film"], ["dull", "and long"]], "raw_scores": True}),
-    ("/predict", {"inputs": ["first", "second"], "truncation_direction": "Left"}),
-    ("/", {"inputs": ["one", "two"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}),
-    ("/", {"inputs": "ünïcödé ✓"}),
-    ("/predict", {"inputs": 5}),  # 422s: same status and message from both
-    ("/predict", {"inputs": ["a", "b", "c"]}),
-    ("/", {"parameters": {}}),
-    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}),
-    ("/predict", {"inputs": []}),
+JSON = {"content-type": "application/json"}
+FAST_PATH_CASES = [  # (path, body, headers, answered by the fast path itself)
+    ("/predict", {"inputs": "a fine film"}, JSON, True),
+    ("/predict", {"inputs": [["a fine film"], ["dull", "and long"]], "raw_scores": True}, JSON, True),
+    ("/predict", {"inputs": ["first", "second"], "truncation_direction": "Left"}, JSON, True),
+    ("/", {"inputs": ["one", "two"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}, JSON, True),
+    ("/", {"inputs": "ünïcödé ✓"}, {"content-type": "application/vnd.api+json; charset=utf-8"}, True),
+    ("/predict", {"inputs": ["a", "b", "c"]}, JSON, True),  # 422 from the route function
+    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}, JSON, True),
+    ("/predict", {"inputs": []}, JSON, True),
+    ("/predict", {"inputs": 5}, JSON, False),  # does not validate: FastAPI words the 422
+    ("/", {"parameters": {}}, JSON, False),
+    ("/predict", b'{"inputs": "x', JSON, False),  # not JSON
+    ("/predict", b"", JSON, False),
+    ("/predict", b'\xef\xbb\xbf{"inputs": "a BOM first"}', JSON, False),
+    ("/predict", b'{"inputs": "form-encoded"}', {"content-type": "application/x-www-form-urlencoded"}, False),
+    ("/", b'{"inputs": "no content type"}', {}, False),
 ]
 
 
-def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints):
+def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints, monkeypatch):
     """POST / and /predict are answered by server/fastpath.py; FastAPI's routes for them (what /docs shows)
-    must give the same bytes."""
+    must give the same answers, and whatever the fast path hands on must reach them unchanged."""
+    from textclass.server import fastpath
     from textclass.server.app import create_app
     from textclass.server.settings import ServerSettings
 
     app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
+    answered = []
+    monkeypatch.setattr(fastpath, "_send", lambda *args, _send=fastpath._send: answered.append(1) or _send(*args))
 
-    async def both() -> list[tuple[httpx.Response, httpx.Response]]:
+    async def both() -> list[tuple[httpx.Response, httpx.Response, int]]:
         async with app.router.lifespan_context(app):
             full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
             # The same middleware stack without FastPath: these requests reach the FastAPI routes.
             declared = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=_without_fast_path(app)), base_url="http://app"
             )
+            out = []
             async with full, declared:
-                return [(await full.post(path, json=body), await declared.post(path, json=body))
-                        for path, body in FAST_PATH_CASES]  # fmt: skip
+                for path, body, headers, _ in FAST_PATH_CASES:
+                    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+                    before = len(answered)
+                    fast = await full.post(path, content=content, headers=headers)
+                    out.append(
+                        (fast, await declared.post(path, content=content, headers=headers), len(answered) - before)
+                    )
+            return out
 
-    for (path, body), (fast, slow) in zip(FAST_PATH_CASES, asyncio.run(both()), strict=True):
-        assert fast.status_code == slow.status_code, (path, body)
+    for (path, body, _, by_fast_path), (fast, slow, sent) in zip(FAST_PATH_CASES, asyncio.run(both()), strict=True):
+        case = (path, body)
+        assert sent == by_fast_path, case
+        assert fast.status_code == slow.status_code, case
+        assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json", case
         if fast.status_code == 200:
-            assert fast.content == slow.content, (path, body)
+            assert fast.content == slow.content, case
+            assert float(fast.headers["x-total-time"]) >= 0, case
         else:
-            assert fast.json() == slow.json(), (path, body)
-        assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+            assert fast.json() == slow.json(), case
 
 
 def _without_fast_path(app):
@@ -253,7 +273,6 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_
 
 # ---- logging ----------------------------------------------------------------------------------------
 def test_logs_are_json_lines_and_the_access_log_can_be_turned_off(capsys):
-    import json
     import logging
 
     from textclass.server.run import configure_logging
@@ -265,13 +284,22 @@ def test_logs_are_json_lines_and_the_access_log_can_be_turned_off(capsys):
             listener = configure_logging(access_log=enabled)
             access.info("access", extra={"fields": {"event": "access", "status": 200}})
             logging.getLogger("textclass.server").info(json.dumps({"event": "ready", "warm_up_ms": 1.5}))
-            logging.getLogger("textclass.server").warning("plain text")
+            changing = {"state": "at the call"}
+            logging.getLogger("textclass.server").warning("plain text %s", changing)
+            changing["state"] = "changed later"  # the line must show the arguments as they were
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("textclass.server").exception("failed")
             listener.stop()  # flushes what the listener thread has not written yet
+            logging.getLogger("textclass.server").warning("after the stop")  # written directly, not lost
             lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-            expected = (["access"] if enabled else []) + ["ready", None]
+            expected = (["access"] if enabled else []) + ["ready", None, None, None]
             assert [line.get("event") for line in lines] == expected
-            assert lines[-1]["message"] == "plain text" and lines[-1]["level"] == "warning"
-            assert lines[-2]["warm_up_ms"] == 1.5  # a JSON message is merged, not quoted
+            assert lines[-3]["message"] == "plain text {'state': 'at the call'}" and lines[-3]["level"] == "warning"
+            assert lines[-2]["message"] == "failed" and "ValueError: boom" in lines[-2]["exception"]
+            assert lines[-1]["message"] == "after the stop"
+            assert lines[-4]["warm_up_ms"] == 1.5  # a JSON message is merged, not quoted
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

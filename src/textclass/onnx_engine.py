@@ -85,10 +85,10 @@ class OnnxEngine:
 
         saved = cache_root() / "ort" / f"{cache_key}-ort{ort.__version__}"
         if _intact(saved):
+            _touch(saved)  # before loading: another process pruning meanwhile then sees it as in use
             try:
                 session = ort.InferenceSession(str(saved / _SAVED_GRAPH), self._options(False), providers=providers)
                 self.from_saved_optimization = True
-                _touch(saved)
                 return session
             except Exception as exc:  # noqa: BLE001 - any damage: rebuild below
                 log.warning("textclass: not using the saved optimized graph %s (%s); rebuilding it", saved, exc)
@@ -155,7 +155,7 @@ def prune(root: Path, keep: Path | None = None, budget: int | None = None) -> li
     """Remove saved graphs, least recently used first, until the rest fit the budget (bytes; default from
     TEXTCLASS_ORT_CACHE_MB), and leftovers of saves interrupted over an hour ago. Returns what went."""
     if budget is None:
-        budget = int(os.environ.get("TEXTCLASS_ORT_CACHE_MB", "2048")) << 20
+        budget = _budget()
     entries, removed = [], []
     for folder in root.iterdir():
         try:
@@ -178,3 +178,13 @@ def prune(root: Path, keep: Path | None = None, budget: int | None = None) -> li
             total -= size
             removed.append(folder)
     return removed
+
+
+def _budget() -> int:
+    """Bytes of saved graphs to keep: TEXTCLASS_ORT_CACHE_MB (default 2048), read leniently."""
+    value = os.environ.get("TEXTCLASS_ORT_CACHE_MB", "")
+    try:
+        return max(0, int(float(value) * 2**20)) if value else 2048 << 20
+    except ValueError:
+        log.warning("textclass: TEXTCLASS_ORT_CACHE_MB=%r is not a number of megabytes; keeping 2048", value)
+        return 2048 << 20

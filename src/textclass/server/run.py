@@ -37,8 +37,8 @@ class JsonLines(logging.Formatter):
             entry.update(parsed)
         else:
             entry["message"] = message
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -49,7 +49,7 @@ def configure_logging(level: int = logging.INFO, access_log: bool = True) -> log
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     records: queue.SimpleQueue = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
+    listener = _Listener(records, handler)
     root = logging.getLogger()
     root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level)
@@ -61,10 +61,22 @@ def configure_logging(level: int = logging.INFO, access_log: bool = True) -> log
 
 
 class _Enqueue(logging.handlers.QueueHandler):
-    """Puts the record itself on the queue: the stock QueueHandler formats it first (on the event loop)."""
+    """Queues the record with its message and traceback rendered now (its arguments may change or die after
+    this call) but not yet formatted as JSON, which the listener thread does."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
         return record
+
+
+class _Listener(logging.handlers.QueueListener):
+    def stop(self) -> None:
+        """Write what is queued, then log straight to stderr: records after the server stops are not lost."""
+        super().stop()
+        logging.getLogger().handlers[:] = list(self.handlers)
 
 
 def serve(settings: ServerSettings) -> None:
