@@ -271,6 +271,30 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_
     assert "Shutting down" in server.log()
 
 
+def test_an_unexpected_error_answers_json_500_and_the_server_carries_on(tiny_checkpoints, monkeypatch):
+    from textclass import postprocess
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
+    rank = postprocess.rank
+
+    async def scenario() -> tuple[httpx.Response, ...]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                monkeypatch.setattr(postprocess, "rank", lambda *a: 1 / 0)  # a bug in the answer's last step
+                broken = [await http.post(path, json={"inputs": "x"}) for path in ("/", "/predict")]
+                monkeypatch.setattr(postprocess, "rank", rank)
+                return *broken, await http.post("/predict", json={"inputs": "x"})
+
+    *broken, after = asyncio.run(scenario())
+    for response in broken:
+        assert response.status_code == 500
+        assert response.json()["error_type"] == "internal" and "ZeroDivisionError" in response.json()["error"]
+    assert after.status_code == 200
+
+
 # ---- logging ----------------------------------------------------------------------------------------
 def test_logs_are_json_lines_and_the_access_log_can_be_turned_off(capsys):
     import logging

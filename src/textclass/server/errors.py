@@ -49,6 +49,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def user_error(request: Request, exc: TextclassError) -> Response:
         return reply(422, "validation", str(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, not the client's fault: still a JSON body; Starlette logs the traceback after this answer.
+        return reply(500, "internal", f"unexpected server error ({type(exc).__name__}); the server log has the details")
+
 
 EXPECTED = {
     "inputs": "a string, a list of strings, or a list of [text] / [text, text_pair] lists",
