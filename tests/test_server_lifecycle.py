@@ -176,7 +176,7 @@ def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints, monkeypat
 
     app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
     answered = []
-    monkeypatch.setattr(fastpath, "_send", lambda *args, _send=fastpath._send: answered.append(1) or _send(*args))
+    monkeypatch.setattr(fastpath, "send_json", lambda *args, send=fastpath.send_json: answered.append(1) or send(*args))
 
     async def both() -> list[tuple[httpx.Response, httpx.Response, int]]:
         async with app.router.lifespan_context(app):

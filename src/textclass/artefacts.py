@@ -143,12 +143,12 @@ class _Confirmed:
             return "changed size"
         if stat.st_mtime_ns == recorded["mtime_ns"]:
             return ""  # same size and mtime: trusted without reading (a stat, not a hash, per load)
-        seen = [stat.st_size, stat.st_mtime_ns, recorded["sha256"]]
-        if self.known.get(str(file.resolve())) == seen:
+        key, seen = str(file.resolve()), [stat.st_size, stat.st_mtime_ns, recorded["sha256"]]
+        if self.known.get(key) == seen:
             return ""
         if file_sha256(file) != recorded["sha256"]:
             return "changed"
-        self.known[str(file.resolve())] = seen
+        self.known[key] = seen
         self.changed = True
         return ""
 

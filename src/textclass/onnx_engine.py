@@ -30,6 +30,7 @@ from textclass.errors import CheckpointError
 
 log = logging.getLogger("textclass")
 _SAVED_GRAPH, _SAVED_WEIGHTS, _SAVED_MANIFEST = "model.onnx", "weights.bin", "files.json"
+_DEFAULT_CACHE_MB = 2048  # saved optimized graphs kept in the user cache, unless TEXTCLASS_ORT_CACHE_MB says
 
 if TYPE_CHECKING:
     from textclass.batching import Batch
@@ -184,7 +185,9 @@ def _budget() -> int:
     """Bytes of saved graphs to keep: TEXTCLASS_ORT_CACHE_MB (default 2048), read leniently."""
     value = os.environ.get("TEXTCLASS_ORT_CACHE_MB", "")
     try:
-        return max(0, int(float(value) * 2**20)) if value else 2048 << 20
+        megabytes = float(value) if value else _DEFAULT_CACHE_MB
     except ValueError:
-        log.warning("textclass: TEXTCLASS_ORT_CACHE_MB=%r is not a number of megabytes; keeping 2048", value)
-        return 2048 << 20
+        log.warning("textclass: TEXTCLASS_ORT_CACHE_MB=%r is not a number of megabytes; keeping %d", value,
+                    _DEFAULT_CACHE_MB)  # fmt: skip
+        megabytes = _DEFAULT_CACHE_MB
+    return max(0, int(megabytes * 2**20))

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textclass.errors import TextclassError
-from textclass.server.errors import ApiError, error_body
+from textclass.server.errors import ApiError, error_body, send_json
 
 # A route function: parsed body -> (JSON content, extra headers).
 Handler = Callable[[Any], Awaitable[tuple[Any, dict[str, str]]]]
@@ -48,7 +48,7 @@ class FastPath:
         try:
             body = await _read_body(receive, received)
         except HTTPException as exc:  # the Gatekeeper's body limit on a chunked body
-            await _send(send, exc.status_code, error_body(str(exc.detail), "payload_too_large"), {})
+            await send_json(send, exc.status_code, error_body(str(exc.detail), "payload_too_large"), {})
             return
         try:
             request = None if body is None else model.model_validate_json(body)
@@ -68,7 +68,7 @@ class FastPath:
             status, payload, headers = exc.status, error_body(exc.message, exc.error_type), exc.headers
         except TextclassError as exc:
             status, payload = 422, error_body(str(exc), "validation")
-        await _send(send, status, payload, headers)
+        await send_json(send, status, payload, headers)
 
 
 def _sends_json(scope: Scope) -> bool:
@@ -98,10 +98,3 @@ def _replay(received: list[Message], receive: Receive) -> Receive:
         return pending.pop(0) if pending else await receive()
 
     return replayed
-
-
-async def _send(send: Send, status: int, payload: bytes, headers: dict[str, str]) -> None:
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})

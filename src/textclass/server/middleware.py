@@ -13,7 +13,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from textclass.server.errors import error_body
+from textclass.server.errors import error_body, send_json
 from textclass.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("textclass.access")
@@ -43,22 +43,23 @@ class Gatekeeper:
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
-                await _reply(send_and_watch, *refusal)
+                await send_json(send_and_watch, *refusal)
             else:
                 await self.app(scope, self._counting(receive), send_and_watch)
         finally:
             self._record(scope, status, time.perf_counter() - started)
 
-    def _refusal(self, scope: Scope) -> tuple[int, str, str, dict[str, str]] | None:
+    def _refusal(self, scope: Scope) -> tuple[int, bytes, dict[str, str]] | None:
+        """(status, JSON error body, headers) when the request must not reach the app."""
         headers = dict(scope["headers"])
         if self.api_key is not None and scope["path"] not in OPEN_PATHS:
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
                 message = "missing or wrong API key; send the header `Authorization: Bearer <key>`"
-                return 401, "unauthorized", message, {"www-authenticate": "Bearer"}
+                return 401, error_body(message, "unauthorized"), {"www-authenticate": "Bearer"}
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.payload_limit:
-            return 413, "payload_too_large", self._too_large(int(length)), {}
+            return 413, error_body(self._too_large(int(length)), "payload_too_large"), {}
         return None
 
     def _too_large(self, size: int | None) -> str:
@@ -99,11 +100,3 @@ class Gatekeeper:
         }
         # Handed over as a dict (run.JsonLines merges it): serializing here would be parsed back there.
         access_log.info("access", extra={"fields": fields})
-
-
-async def _reply(send: Send, status: int, error_type: str, message: str, headers: dict[str, str]) -> None:
-    body = error_body(message, error_type)
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
