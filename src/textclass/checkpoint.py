@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from textclass.config import EncoderConfig, load_config_json
 from textclass.errors import CheckpointError
 from textclass.models import Family, family_for
+from textclass.models.family import TOKENIZER_FILES
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from textclass.models.encoder import SequenceClassifier
     from textclass.tokenize import Tokenizer
 
 # In order of preference when a folder has several formats.
@@ -31,10 +32,6 @@ WEIGHT_FILES = (
     ("bin", "pytorch_model.bin.index.json"),
     ("h5", "tf_model.h5"),  # transformers 4.x TensorFlow models (read with h5py, no TensorFlow)
 )
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "vocab.json", "merges.txt")  # fmt: skip
-# Head modules that sit outside the base model in HF classifiers (BERT's pooler sits inside it).
-_TOP_LEVEL = ("classifier.", "pre_classifier.")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -47,12 +44,10 @@ class Checkpoint:
     weight_files: tuple[Path, ...]
 
     def load_tokenizer(self) -> Tokenizer:
-        """The checkpoint's tokenizer, truncating at what the position table holds (BERT also returns token types)."""
+        """The checkpoint's tokenizer, truncating at what the model holds, with token types if its family has them."""
         from textclass.tokenize import Tokenizer
 
-        return Tokenizer.from_folder(
-            self.folder, self.config.max_tokens, return_token_type_ids=self.family.name == "bert"
-        )
+        return Tokenizer.from_folder(self.folder, self.config.max_tokens, return_token_type_ids=self.family.token_types)
 
     @property
     def is_classifier_config(self) -> bool:
@@ -96,7 +91,8 @@ def _download(repo_id: str) -> Path:
         )
         if weights is None:
             raise CheckpointError(f"hub repo {repo_id} has no model.safetensors, pytorch_model.bin or tf_model.h5")
-        patterns = ["config.json", *TOKENIZER_FILES, weights]
+        # Every family's tokenizer files: which family this is is only known once config.json is read.
+        patterns = ["config.json", *TOKENIZER_FILES, "spm.model", "sentencepiece.bpe.model", weights]
         if weights.endswith(".index.json"):
             patterns.append(weights.split(".")[0] + "-*")
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
@@ -219,14 +215,10 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
             f"unexpected tensors in {checkpoint.folder} for a {checkpoint.config.model_type} model: "
             f"{', '.join(sorted(unexpected)[:10])}{via}"
         )
-    head = family.head_names()
+    head = family.head_names(checkpoint.config)
     # Name missing tensors as this checkpoint spells them: with the base prefix when it uses one.
     prefixed = any(name.startswith(family.base_prefix + ".") for name in state_sources)
-    missing = [
-        f"{family.base_prefix}.{hf}" if prefixed and not hf.startswith(_TOP_LEVEL) else hf
-        for hf, ours in table.items()
-        if ours not in state
-    ]
+    missing = [family.hf_name(hf) if prefixed else hf for hf, ours in table.items() if ours not in state]
     missing_body = [name for name in missing if normalise_name(name, family.base_prefix) not in head]
     if missing_body:
         raise CheckpointError(
@@ -244,17 +236,15 @@ def map_weights(checkpoint: Checkpoint, tensors: dict[str, Any]) -> tuple[dict[s
 
 def build_model(
     checkpoint: Checkpoint, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
-) -> tuple[SequenceClassifier, list[str]]:
+) -> tuple[nn.Module, list[str]]:
     """The model with the checkpoint's weights, and the head parameters that were freshly initialised."""
     import torch
-
-    from textclass.models.encoder import SequenceClassifier
 
     dtype = dtype or torch.float32
     state, new_head, sources = map_weights(checkpoint, read_tensors(checkpoint))
     # Built on the meta device, then the loaded tensors become the parameters: one copy of the weights.
     with torch.device("meta"):
-        model = SequenceClassifier(checkpoint.config)
+        model = checkpoint.family.build(checkpoint.config)
     params = dict(model.named_parameters())
     for source, name in sources.items():
         shape, expected = tuple(state[name].shape), tuple(params[name].shape)
@@ -265,13 +255,23 @@ def build_model(
     for name in new_head:
         state[name] = torch.empty(params[name].shape, dtype=dtype, device=device)
     model.load_state_dict(state, strict=True, assign=True)
-    if new_head:
-        generator = torch.Generator(device=device).manual_seed(0)
-        with torch.no_grad():
-            for name in new_head:
-                param = model.get_parameter(name)
-                if name.endswith("bias"):
-                    param.zero_()
-                else:
-                    param.normal_(0.0, checkpoint.config.initializer_range, generator=generator)
+    init_parameters(model, new_head, checkpoint.config.initializer_range, seed=0)
     return model.eval(), new_head
+
+
+def init_parameters(model: torch.nn.Module, names: list[str], std: float, seed: int) -> None:
+    """Initialise new parameters as transformers does: norms at identity, other weights normal(0, std), biases 0."""
+    import torch
+
+    generator = None
+    with torch.no_grad():
+        for name in names:
+            param = model.get_parameter(name)
+            if name.endswith("bias"):
+                param.zero_()
+            elif isinstance(model.get_submodule(name.rpartition(".")[0]), torch.nn.LayerNorm):
+                param.fill_(1.0)
+            else:
+                if generator is None:  # seeded on the parameters' device, once per call
+                    generator = torch.Generator(device=param.device).manual_seed(seed)
+                param.normal_(0.0, std, generator=generator)

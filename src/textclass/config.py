@@ -27,9 +27,12 @@ _ACTIVATION_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncoderConfig:
-    family: str  # our family name: "bert", "distilbert", "roberta"
+    """What every family's model needs; a family with more (DeBERTa's relative attention, ModernBERT's rotary
+    and local windows) subclasses it with its own fields, each with a default."""
+
+    family: str  # our family name: "bert", "distilbert", "roberta", "deberta-v2", ...
     model_type: str  # as written in config.json ("xlm-roberta" keeps its own name)
     vocab_size: int
     hidden_size: int
@@ -38,20 +41,20 @@ class EncoderConfig:
     intermediate_size: int
     activation: str
     max_position_embeddings: int
-    type_vocab_size: int  # 0 when the family has no token type embeddings (DistilBERT)
     layer_norm_eps: float
     pad_token_id: int
-    # RoBERTa counts positions from pad_token_id + 1; None means positions start at 0.
-    position_offset: int | None
-    head_activation: str  # "tanh" (BERT pooler, RoBERTa head) or "relu" (DistilBERT pre_classifier)
-    head_dropout_first: bool  # RoBERTa's head applies dropout before its dense layer too
-    hidden_dropout: float
-    attention_dropout: float
-    classifier_dropout: float
-    initializer_range: float
     id2label: tuple[str, ...]
-    problem_type: str | None
-    torch_dtype: str | None
+    type_vocab_size: int = 0  # 0 when the model has no token type embeddings (DistilBERT, DeBERTa-v3)
+    # RoBERTa counts positions from pad_token_id + 1; None means positions start at 0.
+    position_offset: int | None = None
+    head_activation: str = "tanh"  # "tanh" (BERT pooler, RoBERTa head) or "relu" (DistilBERT pre_classifier)
+    head_dropout_first: bool = False  # RoBERTa's head applies dropout before its dense layer too
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float = 0.1
+    initializer_range: float = 0.02
+    problem_type: str | None = None
+    torch_dtype: str | None = None
     # The original config.json, kept so that training can write a checkpoint transformers reads back.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -60,18 +63,10 @@ class EncoderConfig:
         return len(self.id2label)
 
     @property
-    def label2id(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.id2label)}
-
-    @property
     def max_tokens(self) -> int:
         """Longest input (special tokens included) the position table can hold."""
         offset = 0 if self.position_offset is None else self.position_offset
         return self.max_position_embeddings - offset
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
 
 def activation_name(value: str, where: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textclass.bundled import resolve_model
-from textclass.checkpoint import TOKENIZER_FILES, map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint import map_weights, open_checkpoint, read_tensors
 from textclass.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def convert_checkpoint(model: str | os.PathLike[str] | None, out: str | os.PathL
     map_weights(checkpoint, dict(tensors))  # the strict check loading does: missing or unexpected tensors raise
     target.mkdir(parents=True, exist_ok=True)
     save_file(_unshared(tensors), str(target / "model.safetensors"), metadata={"format": "pt"})
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in ("config.json", *checkpoint.family.tokenizer_files):
         if (checkpoint.folder / name).is_file():
             shutil.copyfile(checkpoint.folder / name, target / name)
     return target

@@ -26,9 +26,9 @@ from textclass.errors import InputError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from textclass.batching import Batch
-    from textclass.models.encoder import SequenceClassifier
 
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16", "int8": "int8", "qint8": "int8"}  # fmt: skip
@@ -150,7 +150,7 @@ def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tu
 class TorchEngine:
     backend = "torch"
 
-    def __init__(self, model: SequenceClassifier, device: str, dtype: str = "float32"):
+    def __init__(self, model: nn.Module, device: str, dtype: str = "float32"):
         self.model = model
         self.device = device
         self.uses_token_types = model.config.type_vocab_size > 0

@@ -75,7 +75,8 @@ def _trace(checkpoint: Checkpoint, path: Path) -> None:
             f"{checkpoint.folder} is a bare encoder without a classification head; "
             "fine-tune it first (textclass train) or load a *ForSequenceClassification checkpoint"
         )
-    model.encoder.use_explicit_attention()
+    if checkpoint.family.onnx_fusion:
+        model.encoder.use_explicit_attention()  # the attention pattern ORT's optimizer fuses
     token_types = checkpoint.config.type_vocab_size > 0
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else [])
     # Two rows, the second padded, so the trace carries the masking path (the graph is shape-generic).
@@ -100,11 +101,18 @@ def _trace(checkpoint: Checkpoint, path: Path) -> None:
 
 
 def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
+    config = checkpoint.config
+    if checkpoint.family.onnx_fusion is None:
+        os.replace(raw, out)  # no fusion recipe for this family: ORT's own graph optimizations run at load
+        return
     from onnxruntime.transformers.optimizer import optimize_model
 
-    config = checkpoint.config
     optimized = optimize_model(
-        str(raw), model_type="bert", num_heads=config.num_heads, hidden_size=config.hidden_size, opt_level=0
+        str(raw),
+        model_type=checkpoint.family.onnx_fusion,
+        num_heads=config.num_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
     )
     fused = optimized.get_fused_operator_statistics()
     if fused.get("Attention", 0) != config.num_layers:

@@ -38,7 +38,7 @@ def describe(path_or_id: str | os.PathLike[str]) -> dict[str, Any]:
     checkpoint = open_checkpoint(path_or_id)
     config = checkpoint.config
     shapes = _tensor_shapes(checkpoint)
-    head = checkpoint.family.head_names()
+    head = checkpoint.family.head_names(config)
     present = {normalise_name(name, checkpoint.family.base_prefix) for name in shapes}
     parameters = sum(math.prod(shape) for shape, _ in shapes.values())
     dtypes = Counter(dtype for _, dtype in shapes.values())

@@ -5,11 +5,15 @@ They share the module layout; RoBERTa adds a position offset (pad_token_id + 1) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
-from textclass.models.family import Family
+from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
+
+# The shared post-LN encoder (models/encoder.py) that the BERT lineage runs on.
+ENCODER_MODEL = "textclass.models.encoder:SequenceClassifier"
 
 _EMBEDDINGS = {
     "embeddings.word_embeddings": "encoder.embeddings.word",
@@ -17,6 +21,7 @@ _EMBEDDINGS = {
     "embeddings.token_type_embeddings": "encoder.embeddings.token_type",
     "embeddings.LayerNorm": "encoder.embeddings.norm",
 }
+_EMBEDDING_TABLES = frozenset(f"encoder.embeddings.{table}" for table in ("word", "position", "token_type"))
 _LAYER = {
     "encoder.layer.{i}.attention.self.query": "attention.query",
     "encoder.layer.{i}.attention.self.key": "attention.key",
@@ -27,6 +32,21 @@ _LAYER = {
     "encoder.layer.{i}.output.dense": "ffn_out",
     "encoder.layer.{i}.output.LayerNorm": "ffn_norm",
 }
+
+
+def bert_lineage_table(
+    embeddings: dict[str, str], layer: dict[str, str], head: dict[str, str]
+) -> Callable[[EncoderConfig], dict[str, str]]:
+    """The weight table of a post-LN BERT-shaped model (the shared encoder.py), from its three module tables."""
+
+    def table(config: EncoderConfig) -> dict[str, str]:
+        modules = {hf: ours for hf, ours in embeddings.items()
+                   if ours != "encoder.embeddings.token_type" or config.type_vocab_size > 0}  # fmt: skip
+        modules.update(layer_modules(layer, config.num_layers))
+        modules.update(head)
+        return module_table(modules, without_bias=_EMBEDDING_TABLES)
+
+    return table
 
 
 def _read(raw: dict[str, Any], model_type: str, *, roberta: bool) -> EncoderConfig:
@@ -72,10 +92,12 @@ BERT = Family(
     model_types=("bert",),
     base_prefix="bert",
     read_config=lambda raw, model_type: _read(raw, model_type, roberta=False),
-    embeddings=_EMBEDDINGS,
-    layer=_LAYER,
-    head={"pooler.dense": "head.dense", "classifier": "head.out"},
+    weights=bert_lineage_table(_EMBEDDINGS, _LAYER, {"pooler.dense": "head.dense", "classifier": "head.out"}),
+    model=ENCODER_MODEL,
+    architectures={"bert": "BertForSequenceClassification"},
     ignored_prefixes=("embeddings.position_ids", "cls.", "lm_head."),
+    token_types=True,
+    onnx_fusion="bert",
 )
 
 ROBERTA = Family(
@@ -83,9 +105,19 @@ ROBERTA = Family(
     model_types=("roberta", "xlm-roberta", "camembert"),
     base_prefix="roberta",
     read_config=lambda raw, model_type: _read(raw, model_type, roberta=True),
-    embeddings=_EMBEDDINGS,
-    layer=_LAYER,
-    head={"classifier.dense": "head.dense", "classifier.out_proj": "head.out"},
+    weights=bert_lineage_table(
+        _EMBEDDINGS, _LAYER, {"classifier.dense": "head.dense", "classifier.out_proj": "head.out"}
+    ),
+    model=ENCODER_MODEL,
+    architectures={
+        "roberta": "RobertaForSequenceClassification",
+        "xlm-roberta": "XLMRobertaForSequenceClassification",
+        "camembert": "CamembertForSequenceClassification",
+    },
+    onnx_fusion="bert",
+    tokenizer_files=(*TOKENIZER_FILES, "sentencepiece.bpe.model"),
     # A RoBERTa classifier has no pooler; base checkpoints carry one (and an LM head) that we leave unused.
     ignored_prefixes=("embeddings.position_ids", "pooler.", "lm_head."),
 )
+
+FAMILIES = (BERT, ROBERTA)

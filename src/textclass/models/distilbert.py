@@ -6,6 +6,7 @@ from typing import Any
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
+from textclass.models.bert import ENCODER_MODEL, bert_lineage_table
 from textclass.models.family import Family
 
 
@@ -46,21 +47,28 @@ DISTILBERT = Family(
     model_types=("distilbert",),
     base_prefix="distilbert",
     read_config=_read,
-    embeddings={
-        "embeddings.word_embeddings": "encoder.embeddings.word",
-        "embeddings.position_embeddings": "encoder.embeddings.position",
-        "embeddings.LayerNorm": "encoder.embeddings.norm",
-    },
-    layer={
-        "transformer.layer.{i}.attention.q_lin": "attention.query",
-        "transformer.layer.{i}.attention.k_lin": "attention.key",
-        "transformer.layer.{i}.attention.v_lin": "attention.value",
-        "transformer.layer.{i}.attention.out_lin": "attention.out",
-        "transformer.layer.{i}.sa_layer_norm": "attention_norm",
-        "transformer.layer.{i}.ffn.lin1": "ffn_in",
-        "transformer.layer.{i}.ffn.lin2": "ffn_out",
-        "transformer.layer.{i}.output_layer_norm": "ffn_norm",
-    },
-    head={"pre_classifier": "head.dense", "classifier": "head.out"},
+    weights=bert_lineage_table(
+        {
+            "embeddings.word_embeddings": "encoder.embeddings.word",
+            "embeddings.position_embeddings": "encoder.embeddings.position",
+            "embeddings.LayerNorm": "encoder.embeddings.norm",
+        },
+        {
+            "transformer.layer.{i}.attention.q_lin": "attention.query",
+            "transformer.layer.{i}.attention.k_lin": "attention.key",
+            "transformer.layer.{i}.attention.v_lin": "attention.value",
+            "transformer.layer.{i}.attention.out_lin": "attention.out",
+            "transformer.layer.{i}.sa_layer_norm": "attention_norm",
+            "transformer.layer.{i}.ffn.lin1": "ffn_in",
+            "transformer.layer.{i}.ffn.lin2": "ffn_out",
+            "transformer.layer.{i}.output_layer_norm": "ffn_norm",
+        },
+        {"pre_classifier": "head.dense", "classifier": "head.out"},
+    ),
+    model=ENCODER_MODEL,
+    architectures={"distilbert": "DistilBertForSequenceClassification"},
     ignored_prefixes=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+    onnx_fusion="bert",
 )
+
+FAMILIES = (DISTILBERT,)

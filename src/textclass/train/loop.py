@@ -18,7 +18,6 @@ import torch
 
 from textclass.batching import make_batches
 from textclass.errors import TextclassError
-from textclass.models.encoder import SequenceClassifier
 from textclass.train import metrics as metric_fns
 from textclass.train.batches import epoch_plan, loss_sum, tensor_batch
 from textclass.train.save import load_state, save_state
@@ -109,7 +108,7 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def predict_logits(model: SequenceClassifier, data: TrainData, device: str, bf16: bool) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, data: TrainData, device: str, bf16: bool) -> np.ndarray:
     """(n, labels) float32 logits of an encoded dataset, in its order."""
     model.eval()
     out = np.empty((len(data.encoded), model.config.num_labels), dtype=np.float32)
@@ -125,7 +124,7 @@ def predict_logits(model: SequenceClassifier, data: TrainData, device: str, bf16
     return out
 
 
-def evaluate_data(model: SequenceClassifier, data: TrainData, task: str, device: str, bf16: bool) -> dict[str, Any]:
+def evaluate_data(model: torch.nn.Module, data: TrainData, task: str, device: str, bf16: bool) -> dict[str, Any]:
     logits = predict_logits(model, data, device, bf16)
     targets = torch.from_numpy(data.targets)
     loss = loss_sum(torch.from_numpy(logits), targets, task).item() / len(data.encoded)
@@ -139,7 +138,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def run_training(
-    model: SequenceClassifier,
+    model: torch.nn.Module,
     args: TrainArgs,
     train: TrainData,
     evaluation: TrainData | None,

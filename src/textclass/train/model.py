@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from textclass.checkpoint import Checkpoint, map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint import Checkpoint, init_parameters, map_weights, open_checkpoint, read_tensors
 from textclass.errors import TextclassError
-from textclass.models.encoder import SequenceClassifier
 from textclass.tokenize import Tokenizer
 from textclass.train.data import PROBLEM_TYPES, Task
 
@@ -24,7 +23,7 @@ _OUTPUT_LAYER = ("head.out.weight", "head.out.bias")
 
 @dataclass
 class Prepared:
-    model: SequenceClassifier
+    model: torch.nn.Module
     checkpoint: Checkpoint  # the base, with its config carrying the training labels and problem type
     tokenizer: Tokenizer
     new_parameters: list[str]  # our names of freshly initialised parameters
@@ -81,21 +80,14 @@ def prepare_model(
     elif checkpoint.is_classifier_config:
         notes.append(f"continuing the classifier's head (labels {list(id2label)})")
 
-    model = SequenceClassifier(config)
+    model = checkpoint.family.build(config)
     expected = dict(model.named_parameters())
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise TextclassError(f"{base}: tensor for {name} has shape {tuple(tensor.shape)}, expected "
                                  f"{tuple(expected[name].shape)}")  # fmt: skip
     new_parameters = sorted(set(expected) - set(state))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name in new_parameters:
-            param = expected[name]
-            if name.endswith("bias"):
-                param.zero_()
-            else:
-                param.normal_(0.0, config.initializer_range, generator=generator)
+    init_parameters(model, new_parameters, config.initializer_range, seed)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if new_parameters and not checkpoint.is_classifier_config:
         notes.append(f"{base} is a bare encoder: new classification head initialised ({', '.join(new_parameters)})")

@@ -18,16 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from textclass.checkpoint import TOKENIZER_FILES, Checkpoint
-from textclass.models.encoder import SequenceClassifier
+from textclass.checkpoint import Checkpoint
 
-ARCHITECTURES = {
-    "bert": "BertForSequenceClassification",
-    "distilbert": "DistilBertForSequenceClassification",
-    "roberta": "RobertaForSequenceClassification",
-    "xlm-roberta": "XLMRobertaForSequenceClassification",
-    "camembert": "CamembertForSequenceClassification",
-}
 # Keys of the base config.json that describe the base's own head, dtype or origin, replaced on export.
 _REPLACED_KEYS = ("architectures", "id2label", "label2id", "num_labels", "problem_type", "torch_dtype", "dtype",
                   "_name_or_path", "gradient_checkpointing")  # fmt: skip
@@ -47,17 +39,11 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         raise
 
 
-def hf_state_dict(model: SequenceClassifier, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+def hf_state_dict(model: torch.nn.Module, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     """Our parameters under transformers' *ForSequenceClassification names: the family table inverted."""
     family = checkpoint.family
-    head = family.head_names()
     params = model.state_dict()
-    out = {}
-    for hf, ours in family.weight_table(model.config).items():
-        # Head modules sit at the top level, except BERT's pooler which lives inside the base model.
-        top_level = hf in head and not hf.startswith("pooler.")
-        out[hf if top_level else f"{family.base_prefix}.{hf}"] = params[ours]
-    return out
+    return {family.hf_name(hf): params[ours] for hf, ours in family.weight_table(model.config).items()}
 
 
 def hf_config(checkpoint: Checkpoint, dtype: torch.dtype, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -65,7 +51,7 @@ def hf_config(checkpoint: Checkpoint, dtype: torch.dtype, extra: dict[str, Any] 
     raw = {k: v for k, v in config.raw.items() if k not in _REPLACED_KEYS}
     dtype_name = str(dtype).removeprefix("torch.")
     raw.update(
-        architectures=[ARCHITECTURES[config.model_type]],
+        architectures=[checkpoint.family.architectures[config.model_type]],
         id2label={str(i): label for i, label in enumerate(config.id2label)},
         label2id={label: i for i, label in enumerate(config.id2label)},
         problem_type=config.problem_type,
@@ -78,7 +64,7 @@ def hf_config(checkpoint: Checkpoint, dtype: torch.dtype, extra: dict[str, Any] 
 
 def save_hf_checkpoint(
     folder: Path,
-    model: SequenceClassifier,
+    model: torch.nn.Module,
     checkpoint: Checkpoint,
     dtype_out: str = "fp32",
     config_extra: dict[str, Any] | None = None,
@@ -93,7 +79,7 @@ def save_hf_checkpoint(
     try:
         save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
         write_json(temp / "config.json", hf_config(checkpoint, dtype, config_extra))
-        for name in TOKENIZER_FILES:
+        for name in checkpoint.family.tokenizer_files:
             source = checkpoint.folder / name
             if source.is_file():
                 shutil.copyfile(source, temp / name)
