@@ -24,6 +24,7 @@ from typing import Any
 
 from textclass.checkpoint import Checkpoint
 from textclass.export import export_onnx, export_settings
+from textclass.fileio import atomic_write
 
 log = logging.getLogger("textclass")
 
@@ -186,18 +187,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is as readable as the checkpoint
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _manifest_path(path: Path) -> Path:

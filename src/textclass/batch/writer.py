@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from textclass.errors import InputError
+from textclass.fileio import atomic_write
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MANIFEST_VERSION = 1
@@ -73,7 +74,7 @@ class PartStore:
         """Make a chunk durable: the part file first, then the manifest entry that makes it count."""
         index = len(self.manifest["parts"])
         name = f"part-{index:06d}.{self.format}"
-        _atomic_write(self.folder / name, lambda f: _write_rows(f, table.cast(self.schema), self.format))
+        atomic_write(self.folder / name, lambda f: _write_rows(f, table.cast(self.schema), self.format), durable=True)
         _crash_point("part-written", index)
         self.manifest["parts"].append({"name": name, "rows": table.num_rows})
         self.manifest["rows_done"] = self.rows_done + table.num_rows
@@ -87,7 +88,7 @@ class PartStore:
             merge = lambda f: _concat(f, parts)  # JSON lines concatenate as bytes
         else:
             merge = lambda f: _merge_parquet(f, parts, self.schema)
-        _atomic_write(self.output, merge)
+        atomic_write(self.output, merge, durable=True)
         _crash_point("merged", 0)
         shutil.rmtree(self.folder)
         return self.output
@@ -100,7 +101,7 @@ class PartStore:
             _crash_point("manifest-half-written", crash_index)  # a torn temporary file must not matter
             f.write(text[len(text) // 2 :])
 
-        _atomic_write(self.manifest_path, fill)
+        atomic_write(self.manifest_path, fill, durable=True)
 
 
 def _check_same_job(saved: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
@@ -120,21 +121,6 @@ def _check_same_job(saved: dict[str, Any], current: dict[str, Any], folder: Path
 def _crash_point(point: str, index: int) -> None:
     if CRASH_AT == f"{point}:{index}":
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _atomic_write(path: Path, fill: Any) -> None:
-    """Write through a temporary file, fsync, rename over `path`, fsync the folder: all or nothing."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as f:
-        fill(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # makes the rename itself durable
-    finally:
-        os.close(folder)
 
 
 def _write_rows(f: BinaryIO, table: pa.Table, fmt: str) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from textclass.fileio import write_json
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Task, encode_targets, label_lookup, load_dataset
-from textclass.train.save import write_json
 
 TEMPERATURE_KEY = "textclass_temperature"
 

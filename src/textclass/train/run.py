@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from textclass.errors import TextclassError
+from textclass.fileio import write_json
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Dataset, encode_targets, label_lookup, label_names, load_dataset
 from textclass.train.loop import CHECKPOINTS, evaluate_data, predict_logits, run_training
 from textclass.train.model import prepare_model
-from textclass.train.save import save_hf_checkpoint, write_json
+from textclass.train.save import save_hf_checkpoint
 from textclass.train.setup import Reporter, TrainArgs, encode
 
 TEMPERATURE_KEY = "textclass_temperature"

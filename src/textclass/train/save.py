@@ -6,12 +6,9 @@ moment leaves either the old complete folder or the new complete one, never half
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +16,12 @@ import torch
 from safetensors.torch import save_file
 
 from textclass.checkpoint import Checkpoint
+from textclass.fileio import atomic_folder, write_json
 
 # Keys of the base config.json that describe the base's own head, dtype or origin, replaced on export.
 _REPLACED_KEYS = ("architectures", "id2label", "label2id", "num_labels", "problem_type", "torch_dtype", "dtype",
                   "_name_or_path", "gradient_checkpointing")  # fmt: skip
 DTYPES_OUT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@contextmanager
-def atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder that becomes `target` by one rename on success; `target` must not exist."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield temp
-        os.replace(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
 
 
 def hf_state_dict(model: torch.nn.Module, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
@@ -90,10 +75,6 @@ def save_hf_checkpoint(
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # ---- resumable training state ----------------------------------------------------------------------
