@@ -13,6 +13,8 @@ from typing import Any
 
 from textclass.errors import CheckpointError
 
+# config.json key of the calibration temperature `textclass train --temperature-calibrate` stores.
+TEMPERATURE_KEY = "textclass_temperature"
 # Activations the encoder implements; HF names several spellings of the two GELUs.
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 _ACTIVATION_ALIASES = {
@@ -61,6 +63,11 @@ class EncoderConfig:
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+    @property
+    def temperature(self) -> float:
+        """Scores divide logits by it before softmax/sigmoid (1.0: none stored)."""
+        return float(self.raw.get(TEMPERATURE_KEY, 1.0))
 
     @property
     def max_tokens(self) -> int:

@@ -33,14 +33,23 @@ def resolve_function(function_to_apply: str | None, problem_type: str | None, nu
     return name
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Over the last axis, in the input's float dtype (training metrics use float64)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def apply(logits: np.ndarray, function: str) -> np.ndarray:
     """(n, labels) float32 logits -> (n, labels) scores."""
     logits = np.asarray(logits, dtype=np.float32)
     if function == "softmax":
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
+        return softmax(logits)
     if function == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
+        return sigmoid(logits)
     if function == "none":
         return logits
     raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}; got {function!r}")

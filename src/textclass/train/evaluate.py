@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from textclass.config import TEMPERATURE_KEY
 from textclass.fileio import write_json
+from textclass.postprocess import sigmoid, softmax
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Task, encode_targets, label_lookup, load_dataset
-
-TEMPERATURE_KEY = "textclass_temperature"
 
 
 def task_of(problem_type: str | None) -> Task:
@@ -70,13 +70,13 @@ def worst_mistakes(texts: list, logits: np.ndarray, targets: np.ndarray, task: s
     """The `count` wrong predictions the model was surest of (largest errors, for regression)."""
     rows = []
     if task == "single_label":
-        probs = np.exp(metric_fns.log_softmax(logits))
+        probs = softmax(logits)
         predicted = probs.argmax(axis=-1)
         for i in np.flatnonzero(predicted != targets):
             rows.append((float(probs[i, predicted[i]]), {"text": texts[i], "label": labels[targets[i]],
                          "predicted": labels[predicted[i]], "score": float(probs[i, predicted[i]])}))  # fmt: skip
     elif task == "multi_label":
-        probs = 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        probs = sigmoid(np.asarray(logits, dtype=np.float64))
         predicted, truth = probs >= 0.5, targets > 0.5
         for i in np.flatnonzero((predicted != truth).any(axis=1)):
             wrong = predicted[i] != truth[i]
@@ -112,7 +112,7 @@ def write_plots(out: Path, task: str, logits: np.ndarray, targets: np.ndarray, r
         written.append(_save(figure, out / "scores.png"))
         return written
     if task == "single_label":
-        probs = np.exp(metric_fns.log_softmax(logits))
+        probs = softmax(logits)
         confidence, correct = probs.max(axis=-1), probs.argmax(axis=-1) == targets
         confusion = np.asarray(report["confusion_matrix"])
         labels = report["labels"]
@@ -127,7 +127,7 @@ def write_plots(out: Path, task: str, logits: np.ndarray, targets: np.ndarray, r
         axis.set(xlabel="predicted", ylabel="true", title=f"accuracy {report['accuracy']:.4f}")
         written.append(_save(figure, out / "confusion_matrix.png"))
     else:
-        probs = 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        probs = sigmoid(np.asarray(logits, dtype=np.float64))
         chosen = probs >= 0.5
         confidence = np.where(chosen, probs, 1 - probs).ravel()
         correct = (chosen == (targets > 0.5)).ravel()

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from textclass.postprocess import sigmoid
+
 ECE_BINS = 15
 # Metrics where smaller is better, for keep-best and early stopping.
 LOWER_IS_BETTER = {"loss", "log_loss", "ece", "mse", "mae"}
@@ -101,7 +103,7 @@ def multi_label(logits: np.ndarray, targets: np.ndarray, labels: Sequence[str], 
     """logits and targets (n, labels); a label is predicted when its sigmoid score reaches `threshold`."""
     targets = np.asarray(targets) > 0.5
     logits = np.asarray(logits, dtype=np.float64)
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = sigmoid(logits)
     predicted = probs >= threshold
     tp = (predicted & targets).sum(axis=0).astype(np.float64)
     fp = (predicted & ~targets).sum(axis=0).astype(np.float64)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from textclass.config import TEMPERATURE_KEY
 from textclass.errors import TextclassError
 from textclass.fileio import write_json
 from textclass.train import metrics as metric_fns
@@ -18,8 +19,6 @@ from textclass.train.loop import CHECKPOINTS, evaluate_data, predict_logits, run
 from textclass.train.model import prepare_model
 from textclass.train.save import save_hf_checkpoint
 from textclass.train.setup import Reporter, TrainArgs, encode
-
-TEMPERATURE_KEY = "textclass_temperature"
 
 
 def _load(path: str, args: TrainArgs) -> Dataset:
