@@ -29,11 +29,6 @@ class Batch:
     attention_mask: np.ndarray  # (rows, width) int64, 1 for tokens
     token_type_ids: np.ndarray | None  # (rows, width) int64, or None when the model has no token types
 
-    @property
-    def tokens(self) -> int:
-        """Padded size, the cost the budget caps."""
-        return int(self.input_ids.size)
-
 
 def plan(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int | None = None) -> list[list[int]]:
     """Split indices into batches, longest first, so that rows × longest length ≤ max_batch_tokens.

@@ -41,10 +41,6 @@ class TensorBatch:
     token_type_ids: torch.Tensor | None  # (rows, width)
     targets: torch.Tensor  # (rows,) class ids / values, or (rows, labels) multi-hot
 
-    @property
-    def rows(self) -> int:
-        return int(self.input_ids.shape[0])
-
 
 def tensor_batch(
     encoded: Sequence[Encoded],
