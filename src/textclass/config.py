@@ -16,7 +16,7 @@ from textclass.errors import CheckpointError
 # config.json key of the calibration temperature `textclass train --temperature-calibrate` stores.
 TEMPERATURE_KEY = "textclass_temperature"
 # Activations the encoder implements; HF names several spellings of the two GELUs.
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "tanh")
 _ACTIVATION_ALIASES = {
     "gelu": "gelu",
     "gelu_python": "gelu",
@@ -26,6 +26,7 @@ _ACTIVATION_ALIASES = {
     "relu": "relu",
     "silu": "silu",
     "swish": "silu",
+    "tanh": "tanh",  # classifier heads (ModernBERT's classifier_activation may be tanh)
 }
 
 

@@ -18,6 +18,7 @@ REGISTRY = {
     "xlm-roberta": "textclass.models.bert",
     "camembert": "textclass.models.bert",
     "distilbert": "textclass.models.distilbert",
+    "modernbert": "textclass.models.modernbert",
 }
 SUPPORTED_MODEL_TYPES = tuple(REGISTRY)
 
