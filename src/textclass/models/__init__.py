@@ -19,6 +19,7 @@ REGISTRY = {
     "camembert": "textclass.models.bert",
     "distilbert": "textclass.models.distilbert",
     "modernbert": "textclass.models.modernbert",
+    "mpnet": "textclass.models.mpnet",
 }
 SUPPORTED_MODEL_TYPES = tuple(REGISTRY)
 
