@@ -18,6 +18,8 @@ REGISTRY = {
     "xlm-roberta": "textclass.models.bert",
     "camembert": "textclass.models.bert",
     "distilbert": "textclass.models.distilbert",
+    "electra": "textclass.models.electra",
+    "albert": "textclass.models.albert",
     "modernbert": "textclass.models.modernbert",
     "mpnet": "textclass.models.mpnet",
 }
