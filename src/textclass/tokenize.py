@@ -1,7 +1,8 @@
 """Tokenization exactly as Hugging Face does it, on the `tokenizers` library (no transformers import).
 
 Sources, in order: tokenizer.json; vocab.txt (WordPiece, BERT-style normalisation from
-tokenizer_config.json); vocab.json + merges.txt (byte-level BPE, RoBERTa-style).
+tokenizer_config.json); vocab.json + merges.txt (byte-level BPE, RoBERTa-style); spm.model (SentencePiece
+Unigram, DeBERTa-v2/v3-style; reading it needs the optional `sentencepiece` package).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenizers import AddedToken, Encoding, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Encoding, Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as RustTokenizer
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 
 from textclass.errors import CheckpointError, InputError
 
@@ -84,9 +85,11 @@ class Tokenizer:
             rust, source = _wordpiece(folder / "vocab.txt", settings, special), "vocab.txt"
         elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             rust, source = _byte_level_bpe(folder, settings, special), "vocab.json+merges.txt"
+        elif (folder / "spm.model").is_file():
+            rust, source = _sentencepiece_unigram(folder / "spm.model", settings, special), "spm.model"
         else:
             raise CheckpointError(
-                f"{folder} has no tokenizer; expected tokenizer.json, vocab.txt, or vocab.json + merges.txt"
+                f"{folder} has no tokenizer; expected tokenizer.json, vocab.txt, vocab.json + merges.txt or spm.model"
             )
         configured = settings.get("model_max_length")
         limit = model_max_tokens
@@ -209,10 +212,6 @@ class Tokenizer:
         )
         return clean_up_tokenization(text) if cleanup else text
 
-    @property
-    def vocab_size(self) -> int:
-        return self._base.get_vocab_size(with_added_tokens=True)
-
 
 # ---- building a fast tokenizer from the slow tokenizers' files ----------------------------------
 def _read_json(path: Path) -> dict[str, Any]:
@@ -309,4 +308,76 @@ def _byte_level_bpe(folder: Path, settings: dict, special: dict) -> RustTokenize
         lstrip = bool(spec.get("lstrip", False)) if isinstance(spec, dict) else False
         added.append(AddedToken(mask, lstrip=lstrip, special=True))
     rust.add_special_tokens(added)
+    return rust
+
+
+def _added_token(value: Any, special: bool) -> AddedToken:
+    """An AddedToken from a string or from transformers' dict form (content, lstrip, rstrip, ...)."""
+    if isinstance(value, dict):
+        flags = {key: bool(value[key]) for key in ("single_word", "lstrip", "rstrip", "normalized") if key in value}
+        flags.setdefault("normalized", False)
+        return AddedToken(value["content"], special=bool(value.get("special", special)), **flags)
+    return AddedToken(value, special=special, normalized=False)
+
+
+def _sentencepiece_unigram(model_path: Path, settings: dict, special: dict) -> RustTokenizer:
+    """DeBERTa-v2/v3's tokenizer from spm.model (no tokenizer.json), as transformers 5 builds it.
+
+    transformers keeps the model's pieces and scores but not SentencePiece's own normaliser (NFKC and
+    whitespace folding from the model file): it folds whitespace and applies NFC, and so do we.
+    """
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as spm_proto
+    except ImportError as exc:
+        raise CheckpointError(
+            f"{model_path.parent} has no tokenizer.json, only {model_path.name}; reading it needs SentencePiece: "
+            "pip install sentencepiece"
+        ) from exc
+    proto = spm_proto.ModelProto()
+    try:
+        proto.ParseFromString(model_path.read_bytes())
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {model_path}: {exc} (not a SentencePiece model?)") from exc
+    if proto.trainer_spec.model_type != spm_proto.TrainerSpec.UNIGRAM:
+        kind = spm_proto.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
+        raise CheckpointError(f"{model_path} is a SentencePiece {kind} model; only Unigram models are supported")
+    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    unk = _special(settings, special, "unk_token", "[UNK]")
+    unk_id = next((i for i, entry in enumerate(vocab) if entry == (unk, 0.0)), proto.trainer_spec.unk_id)
+    rust = RustTokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    lowercase = [normalizers.Lowercase()] if settings.get("do_lower_case", False) else []
+    rust.normalizer = normalizers.Sequence([*lowercase, normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
+                                            normalizers.NFC(), normalizers.Strip(left=False, right=True)])  # fmt: skip
+    prepend = "always" if settings.get("add_prefix_space", True) else "first"
+    punctuation = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
+    rust.pre_tokenizer = pre_tokenizers.Sequence([*punctuation, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
+    rust.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
+    # Added tokens, matched in the raw text: SentencePiece's control pieces (special) and user-defined ones,
+    # the checkpoint's added_tokens_decoder, then the named special tokens; those the model file lacks (v3's
+    # [MASK]) get the next ids, as in transformers.
+    control, user_defined = spm_proto.ModelProto.SentencePiece.CONTROL, spm_proto.ModelProto.SentencePiece.USER_DEFINED
+    rust.add_special_tokens([_added_token(p.piece, special=True) for p in proto.pieces if p.type == control])
+    rust.add_tokens([_added_token(p.piece, special=False) for p in proto.pieces if p.type == user_defined])
+    decoder = settings.get("added_tokens_decoder") or {}
+    for token_id, value in sorted(((int(k), v) for k, v in decoder.items()), key=lambda item: item[0]):
+        token = _added_token(value, special=True)
+        if token.special:
+            rust.add_special_tokens([token])
+        else:
+            rust.add_tokens([token])
+        if rust.token_to_id(token.content) != token_id:
+            raise CheckpointError(
+                f"tokenizer_config.json gives {token.content!r} id {token_id}, but {model_path} makes it "
+                f"{rust.token_to_id(token.content)}"
+            )
+    defaults = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
+                "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}  # fmt: skip
+    named = [settings.get(key) or special.get(key) or default for key, default in defaults.items()]
+    rust.add_special_tokens([_added_token(value, special=True) for value in named])
+    cls, sep = _special(settings, special, "cls_token", "[CLS]"), _special(settings, special, "sep_token", "[SEP]")
+    rust.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, rust.token_to_id(cls)), (sep, rust.token_to_id(sep))],
+    )
     return rust

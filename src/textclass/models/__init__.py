@@ -18,6 +18,7 @@ REGISTRY = {
     "xlm-roberta": "textclass.models.bert",
     "camembert": "textclass.models.bert",
     "distilbert": "textclass.models.distilbert",
+    "deberta-v2": "textclass.models.deberta",
     "electra": "textclass.models.electra",
     "albert": "textclass.models.albert",
     "modernbert": "textclass.models.modernbert",
