@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from textclass import postprocess
+from textclass import postprocess, tasks
 from textclass.batching import make_batches
 from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.config import EncoderConfig
@@ -88,7 +88,7 @@ class Classifier:
 
         Scores divide logits by it before softmax/sigmoid; `logits()` stays raw.
         """
-        return float(self.config.raw.get("textclass_temperature", 1.0))
+        return self.config.temperature
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -173,6 +173,40 @@ class Classifier:
         if legacy and single and not isinstance(inputs, str):
             return result[0]  # the pipeline wraps a lone dict in a list only for a str input
         return result
+
+    # ---- jobs built on classification (logic in tasks.py) ----------------------------------------
+    def rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        top_n: int | None = None,
+        return_text: bool = False,
+        raw_scores: bool = False,
+        truncate: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Rank texts by relevance to the query with a one-output cross-encoder: [{"index", "score"[, "text"]}].
+
+        Scores are sigmoid(logit), or the logit itself with raw_scores, best first; top_n keeps the best n.
+        """
+        tasks.require_cross_encoder(self.config)
+        tasks.check_top_n(top_n)
+        pairs = tasks.rerank_pairs(query, texts)
+        logits = self.run(self.encode(pairs, truncation=truncate))
+        return tasks.rank_texts(logits, texts, top_n, return_text, raw_scores)
+
+    def zero_shot(
+        self,
+        texts: str | Sequence[str],
+        candidate_labels: str | Sequence[str],
+        hypothesis_template: str = tasks.DEFAULT_HYPOTHESIS_TEMPLATE,
+        multi_label: bool = False,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Zero-shot classification with an NLI model, shaped exactly like transformers' pipeline:
+        {"sequence", "labels", "scores"} for one text (labels best first), a list of those for a list."""
+        entailment = tasks.entailment_id(self.config)
+        job = tasks.zero_shot_job(texts, candidate_labels, hypothesis_template)
+        logits = self.run(self.encode(job.pairs))  # (texts × labels, num_labels)
+        return tasks.zero_shot_results(job, tasks.zero_shot_scores(logits, len(job.labels), entailment, multi_label))
 
     @property
     def precision(self) -> str:

@@ -214,6 +214,11 @@ from textclass.commands import serve as serve_command  # noqa: E402
 
 app.command("serve")(serve_command.serve)
 
+from textclass.commands import tasks as task_commands  # noqa: E402
+
+app.command("rerank")(task_commands.rerank)
+app.command("zero-shot")(task_commands.zero_shot)
+
 
 def main() -> None:
     app()

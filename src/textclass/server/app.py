@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from textclass import __version__, postprocess
+from textclass import __version__, postprocess, tasks
 from textclass.api import Classifier
 from textclass.errors import InputError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
@@ -24,12 +24,15 @@ from textclass.server.fastpath import FastPath, render
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
+    ClassifyParameters,
     ClassifyRequest,
     DecodeRequest,
     ErrorResponse,
     InputShapeError,
     LabelScore,
     PredictRequest,
+    Rank,
+    RerankRequest,
     SimpleToken,
     TokenizeRequest,
     predict_inputs,
@@ -50,6 +53,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (500, "The model failed on the batch holding this request"),
     )
 }
+# A request the served model cannot do (TEI answers /rerank on a classifier so): rerank, zero-shot.
+TASK_ERRORS = {**ERRORS, 424: {"model": ErrorResponse, "description": "The served model cannot do this task"}}
 
 
 def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
@@ -82,7 +87,6 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
 
     async def classify(items: list[TextInput], truncate: bool, side: str) -> np.ndarray:
         """(inputs, labels) logits for one request, computed in batches shared with other requests."""
-        check_count(len(items), settings.max_client_batch_size)
         if status["in_flight"] >= settings.max_concurrent_requests:
             raise ApiError(
                 429,
@@ -113,7 +117,10 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     async def classify_answer(body: ClassifyRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
         items: list[TextInput] = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+        check_count(len(items), settings.max_client_batch_size)
         params = body.parameters
+        if params.candidate_labels is not None:
+            return await zero_shot(body.inputs, params), timing(started)
         try:
             function = postprocess.resolve_function(params.function_to_apply, clf.config.problem_type, len(labels))
         except InputError as exc:
@@ -128,22 +135,53 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
             items, single = predict_inputs(body.inputs)
         except InputShapeError as exc:
             raise ApiError(422, "validation", str(exc)) from exc
+        check_count(len(items), settings.max_client_batch_size)
         truncate = True if body.truncate is None else body.truncate
         logits = await classify(items, truncate, body.truncation_direction)
         function = "none" if body.raw_scores else postprocess.default_function(clf.config.problem_type, len(labels))
         ranked = [postprocess.rank(row, labels, None) for row in postprocess.apply(logits, function)]
         return (ranked[0] if single else ranked), timing(started)
 
-    # FastAPI documents these two routes; FastPath (fastpath.py) answers them with the same functions.
-    @app.post("/", response_model=list[list[LabelScore]], responses=ERRORS, summary="InferenceClient classify")
+    async def zero_shot(inputs: str | list[str], params: ClassifyParameters) -> list:
+        """The Inference API's zero-shot answer: [{label, score}] best first; a list of those for a list."""
+        entailment = task_step(424, tasks.entailment_id, clf.config)
+        template = (
+            tasks.DEFAULT_HYPOTHESIS_TEMPLATE if params.hypothesis_template is None else params.hypothesis_template
+        )
+        job = task_step(422, tasks.zero_shot_job, inputs, params.candidate_labels, template)
+        logits = await classify(job.pairs, True, "right")  # (texts × labels, num_labels)
+        scores = tasks.zero_shot_scores(logits, len(job.labels), entailment, bool(params.multi_label))
+        results = tasks.zero_shot_results(job, scores)
+        ranked = [[{"label": label, "score": score} for label, score in zip(r["labels"], r["scores"])]
+                  for r in ([results] if job.single else results)]  # fmt: skip
+        return ranked[0] if job.single else ranked
+
+    async def rerank_answer(body: RerankRequest) -> tuple[Any, dict[str, str]]:
+        started = time.perf_counter()
+        check_count(len(body.texts), settings.max_client_batch_size, "texts")
+        task_step(424, tasks.require_cross_encoder, clf.config)
+        truncate = True if body.truncate is None else body.truncate
+        logits = await classify(tasks.rerank_pairs(body.query, body.texts), truncate, body.truncation_direction)
+        return tasks.rank_texts(logits, body.texts, None, body.return_text, body.raw_scores), timing(started)
+
+    # FastAPI documents these routes; FastPath (fastpath.py) answers them with the same functions.
+    @app.post("/", response_model=list[list[LabelScore]] | list[LabelScore], responses=TASK_ERRORS,
+              summary="InferenceClient classify and zero-shot")  # fmt: skip
     async def classify_route(body: ClassifyRequest) -> Response:
-        """What `huggingface_hub.InferenceClient(base_url).text_classification(...)` sends and parses."""
+        """What `huggingface_hub.InferenceClient(base_url).text_classification(...)` sends and parses: a list of
+        ranked labels per text. With `parameters.candidate_labels`, zero-shot classification with an NLI model as
+        `zero_shot_classification(text, candidate_labels)` expects it: [{label, score}] for one text."""
         return answer(*await classify_answer(body))
 
     @app.post("/predict", response_model=list[LabelScore] | list[list[LabelScore]], responses=ERRORS)
     async def predict(body: PredictRequest) -> Response:
         """TEI's /predict: every label, sorted by score; a flat list for one input, a list per input for a batch."""
         return answer(*await predict_answer(body))
+
+    @app.post("/rerank", response_model=list[Rank], responses=TASK_ERRORS)
+    async def rerank(body: RerankRequest) -> Response:
+        """TEI's /rerank with a one-output cross-encoder: [{index, score[, text]}] sorted by score, best first."""
+        return answer(*await rerank_answer(body))
 
     @app.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
     async def tokenize(body: TokenizeRequest) -> Response:
@@ -188,8 +226,9 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """The served model and the server's limits."""
         return {
             "model_id": str(clf.folder),
-            "model_type": {"classifier": {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in
-                                                                                          enumerate(labels)}}},
+            # TEI calls a one-output model a reranker.
+            "model_type": {"reranker" if len(labels) == 1 else "classifier": {
+                "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}},
             "family": clf.config.family,
             "labels": list(labels),
             "problem_type": clf.config.problem_type,
@@ -215,7 +254,8 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """A playground page: type text, see every label's score as a bar, and the latency."""
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
-    fast = {"/": (ClassifyRequest, classify_answer), "/predict": (PredictRequest, predict_answer)}
+    fast = {"/": (ClassifyRequest, classify_answer), "/predict": (PredictRequest, predict_answer),
+            "/rerank": (RerankRequest, rerank_answer)}  # fmt: skip
     declared = {route.path: route for route in app.routes if "POST" in getattr(route, "methods", ())}
     # Added last-to-first: the Gatekeeper is outermost, so the fast path is behind the key and body checks.
     app.add_middleware(FastPath, routes={path: (*pair, declared[path]) for path, pair in fast.items()})
@@ -223,13 +263,21 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     return app
 
 
-def check_count(count: int, limit: int) -> None:
+def check_count(count: int, limit: int, what: str = "inputs") -> None:
     if count == 0:
-        raise ApiError(422, "validation", "inputs must not be empty")
+        raise ApiError(422, "validation", f"{what} must not be empty")
     if count > limit:
         raise ApiError(
-            413, "validation", f"{count} inputs but at most {limit} per request (--max-client-batch-size); split them"
+            413, "validation", f"{count} {what} but at most {limit} per request (--max-client-batch-size); split them"
         )
+
+
+def task_step(status: int, function: Any, *args: Any) -> Any:
+    """A tasks.py check or preparation; its InputError becomes this status (422: the request, 424: the model)."""
+    try:
+        return function(*args)
+    except InputError as exc:
+        raise ApiError(status, "validation" if status == 422 else "backend", str(exc)) from exc
 
 
 def len_chars(item: TextInput) -> int:

@@ -1,4 +1,4 @@
-"""The classification routes' hot path: POST / and POST /predict without FastAPI's per-request layers.
+"""The model routes' hot path: POST /, /predict and /rerank without FastAPI's per-request layers.
 
 FastAPI declares these routes (OpenAPI, /docs) and would serve them the same way; this ASGI layer answers
 them first, because on a small CPU the framework's layers (routing, dependency solving, exception

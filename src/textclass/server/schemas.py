@@ -2,7 +2,9 @@
 
 TEI's shapes (router/src/http/types.rs in huggingface/text-embeddings-inference) are followed exactly:
 `/predict` takes a string, a list of one or two strings (one text or one pair), or a batch of such lists;
-a single input answers a flat list of labels, a batch a list of lists.
+a single input answers a flat list of labels, a batch a list of lists. `/rerank` takes a query and texts and
+answers [{index, score[, text]}], best first. POST / with `parameters.candidate_labels` is zero-shot
+classification as the Inference API answers it: [{label, score}], best first.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from textclass.tasks import DEFAULT_HYPOTHESIS_TEMPLATE, MAX_CANDIDATE_LABELS
 from textclass.tokenize import TextInput
 
 
@@ -36,6 +39,20 @@ class ClassifyParameters(BaseModel):
     function_to_apply: str | None = Field(
         default=None, description="softmax, sigmoid or none; default: the checkpoint's problem type decides."
     )
+    # Zero-shot classification (InferenceClient.zero_shot_classification) when candidate_labels is given.
+    candidate_labels: list[str] | str | None = Field(
+        default=None,
+        description=f"Zero-shot with an NLI model: the labels to score, a list or 'a,b,c' (at most "
+        f"{MAX_CANDIDATE_LABELS}). Answers [{{label, score}}] for one text, a list of those per text for a list.",
+        examples=[["refund", "legal", "faq"]],
+    )
+    multi_label: bool | None = Field(
+        default=None, description="Zero-shot: score each label on its own instead of softmaxing across labels."
+    )
+    hypothesis_template: str | None = Field(
+        default=None,
+        description=f'Zero-shot: the NLI hypothesis, "{{}}" for the label (default "{DEFAULT_HYPOTHESIS_TEMPLATE}").',
+    )
 
 
 class ClassifyRequest(BaseModel):
@@ -43,12 +60,10 @@ class ClassifyRequest(BaseModel):
     parameters: ClassifyParameters = Field(default_factory=ClassifyParameters)
 
 
-# ---- POST /predict (TEI) ---------------------------------------------------------------------------
-class PredictRequest(BaseModel):
-    inputs: str | list[str] | list[list[str]] = Field(
-        description='"text", ["text"], ["text", "text_pair"], or a batch [["text"], ["text", "text_pair"], ...]',
-        examples=["What is Deep Learning?"],
-    )
+# ---- POST /predict and /rerank (TEI) ----------------------------------------------------------------
+class TeiOptions(BaseModel):
+    """What /predict and /rerank share."""
+
     truncate: bool | None = Field(default=None, description="Cut inputs to the model's limit (default: true).")
     truncation_direction: Literal["left", "right"] = "right"
     raw_scores: bool = Field(default=False, description="Logits instead of probabilities.")
@@ -57,6 +72,27 @@ class PredictRequest(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value  # TEI spells them Left / Right
+
+
+class PredictRequest(TeiOptions):
+    inputs: str | list[str] | list[list[str]] = Field(
+        description='"text", ["text"], ["text", "text_pair"], or a batch [["text"], ["text", "text_pair"], ...]',
+        examples=["What is Deep Learning?"],
+    )
+
+
+class RerankRequest(TeiOptions):
+    """A cross-encoder scores each (query, text) pair; raw_scores: the logit instead of its sigmoid."""
+
+    query: str = Field(examples=["What is Deep Learning?"])
+    texts: list[str] = Field(examples=[["Deep Learning is a kind of machine learning.", "Cheese is made of milk."]])
+    return_text: bool = Field(default=False, description="Echo each text in its result.")
+
+
+class Rank(BaseModel):
+    index: int = Field(description="Position of the text in the request's `texts`.")
+    score: float = Field(examples=[0.9876])
+    text: str | None = Field(default=None, description="The text, when return_text is true.")
 
 
 def predict_inputs(inputs: str | list[str] | list[list[str]]) -> tuple[list[TextInput], bool]:
