@@ -18,9 +18,9 @@ from torch import nn
 from textclass.config import activation_name
 from textclass.errors import CheckpointError
 from textclass.models.bert import _EMBEDDINGS, bert_lineage_table
-from textclass.models.electra import ElectraClassifier, FactorisedConfig, FactorisedEmbeddings, padding_mask
+from textclass.models.electra import FactorisedConfig, FactorisedEmbeddings
 from textclass.models.electra import _read as read_electra
-from textclass.models.encoder import Layer
+from textclass.models.encoder import Layer, SequenceClassifier, padding_mask
 from textclass.models.family import TOKENIZER_FILES, Family
 
 
@@ -65,8 +65,8 @@ class AlbertEncoder(nn.Module):
         return x
 
 
-class AlbertClassifier(ElectraClassifier):
-    """ELECTRA's classifier over the shared-layer encoder; the config gives the head BERT's pooler settings."""
+class AlbertClassifier(SequenceClassifier):
+    """The shared-layer encoder; the config gives encoder.py's head BERT's pooler settings (tanh, no dropout first)."""
 
     encoder_type = AlbertEncoder
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
-from textclass.models.encoder import activate
+from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
 
 
@@ -350,20 +350,9 @@ class ClassificationHead(nn.Module):
         return self.out(self.dropout(x))
 
 
-class DebertaClassifier(nn.Module):
-    def __init__(self, config: DebertaConfig):
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
-        self.head = ClassificationHead(config)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, num_labels) logits
-        return self.head(self.encoder(input_ids, attention_mask, token_type_ids))
+class DebertaClassifier(SequenceClassifier):
+    encoder_type = Encoder
+    head_type = ClassificationHead
 
 
 DEBERTA_V2 = Family(

@@ -18,7 +18,7 @@ from torch import nn
 from textclass.config import EncoderConfig
 from textclass.models.bert import _EMBEDDINGS, _LAYER, bert_lineage_table
 from textclass.models.bert import _read as read_bert
-from textclass.models.encoder import ClassificationHead, Embeddings, Layer
+from textclass.models.encoder import Embeddings, Layer, SequenceClassifier, padding_mask
 from textclass.models.family import Family, module_table
 
 
@@ -56,16 +56,6 @@ class FactorisedEmbeddings(Embeddings):
         return x if self.project is None else self.project(x)  # (batch, seq, hidden)
 
 
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(batch, 1, 1, seq) bool, True where a key may be attended to; None when nothing is padded (SDPA's fast path).
-
-    Export traces a padded batch, so the graph keeps the masked branch, which is right for any batch.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()[:, None, None, :]
-
-
 class ElectraEncoder(nn.Module):
     def __init__(self, config: FactorisedConfig):
         super().__init__()
@@ -85,24 +75,9 @@ class ElectraEncoder(nn.Module):
         return x
 
 
-class ElectraClassifier(nn.Module):
-    # ALBERT's classifier is this one over its shared-layer encoder (models/albert.py).
-    encoder_type: type[nn.Module] = ElectraEncoder
-
-    def __init__(self, config: FactorisedConfig):
-        super().__init__()
-        self.config = config
-        self.encoder = self.encoder_type(config)
-        # encoder.py's head with ELECTRA's settings: dropout first, GELU (ALBERT: BERT's tanh pooler).
-        self.head = ClassificationHead(config)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, num_labels) logits
-        return self.head(self.encoder(input_ids, attention_mask, token_type_ids))
+class ElectraClassifier(SequenceClassifier):
+    # encoder.py's head with ELECTRA's settings from the config: dropout first, GELU.
+    encoder_type = ElectraEncoder
 
 
 _BERT_SHAPED = bert_lineage_table(

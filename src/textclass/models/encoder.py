@@ -58,6 +58,16 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(batch, 1, 1, seq) bool, True where a key may be attended to; None when nothing is padded (SDPA's fast path).
+
+    Export traces a padded batch, so the graph keeps the masked branch, which is right for any batch.
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -128,14 +138,13 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, seq, hidden)
         x = self.embeddings(input_ids, token_type_ids)
-        mask = None
         if self.explicit_attention:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             # (batch, 1, 1, seq); the (1 - mask) * min pattern is what ORT's attention fusion recognises.
             mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        elif attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
+        else:
+            mask = padding_mask(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -165,11 +174,17 @@ class ClassificationHead(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
+    """An encoder and a head: every family's top-level module. A family with its own encoder or head subclasses
+    this and names them (ELECTRA, ALBERT, MPNet, DeBERTa, ModernBERT)."""
+
+    encoder_type: type[nn.Module] = Encoder
+    head_type: type[nn.Module] = ClassificationHead
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
-        self.head = ClassificationHead(config)
+        self.encoder = self.encoder_type(config)
+        self.head = self.head_type(config)
 
     def forward(
         self,

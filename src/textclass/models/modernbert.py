@@ -18,7 +18,7 @@ from torch import nn
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
-from textclass.models.encoder import activate
+from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import Family, layer_modules, module_table
 
 POOLINGS = ("cls", "mean")
@@ -306,12 +306,9 @@ class ClassificationHead(nn.Module):
         return self.out(self.dropout(x))
 
 
-class ModernBertClassifier(nn.Module):
-    def __init__(self, config: ModernBertConfig):
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
-        self.head = ClassificationHead(config)
+class ModernBertClassifier(SequenceClassifier):
+    encoder_type = Encoder
+    head_type = ClassificationHead
 
     def forward(
         self,
@@ -319,6 +316,7 @@ class ModernBertClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, num_labels) logits
+        # Mean pooling needs the mask; ModernBERT takes no token types.
         return self.head(self.encoder(input_ids, attention_mask), attention_mask)
 
 

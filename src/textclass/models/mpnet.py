@@ -17,7 +17,7 @@ from torch import nn
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
-from textclass.models.encoder import ClassificationHead, Embeddings, Layer
+from textclass.models.encoder import Embeddings, Layer, SequenceClassifier
 from textclass.models.family import Family, layer_modules, module_table
 
 # transformers' MPNetEncoder.compute_position_bias always buckets with these, whatever config.json says.
@@ -90,20 +90,8 @@ class MPNetEncoder(nn.Module):
         return x
 
 
-class MPNetClassifier(nn.Module):
-    def __init__(self, config: MPNetConfig):
-        super().__init__()
-        self.config = config
-        self.encoder = MPNetEncoder(config)
-        self.head = ClassificationHead(config)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, num_labels) logits
-        return self.head(self.encoder(input_ids, attention_mask))
+class MPNetClassifier(SequenceClassifier):
+    encoder_type = MPNetEncoder
 
 
 def _read(raw: dict[str, Any], model_type: str) -> MPNetConfig:
