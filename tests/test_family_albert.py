@@ -1,5 +1,5 @@
 """ALBERT: one shared layer under factorised embeddings; logits, gradients, tokenizer, ONNX and training agree
-with transformers. The checks are test_family_electra.py's.
+with transformers. The checks are familykit.py's.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import json
 import pytest
 
 from conftest import CORPUS, TINY_MAX_TOKENS
-from test_family_electra import (
-    SIZES,
+from familykit import (
     check_bare_encoder,
     check_batch_equals_single,
     check_gradients,
@@ -22,6 +21,7 @@ from test_family_electra import (
     perturb,
     save,
 )
+from test_family_electra import SIZES
 from textclass import Classifier
 from textclass.checkpoint import build_model, open_checkpoint
 from textclass.errors import CheckpointError

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import CORPUS, TINY_MAX_TOKENS
+from familykit import assert_same_shape_and_values, edit_config, reference_logits
 from textclass import Classifier
 from textclass.errors import CheckpointError, InputError
 from trainkit import FAST, sentiment_rows, write_jsonl
@@ -122,18 +123,6 @@ def spm_checkpoint(tmp_path_factory, tiny):
     return save(folder, tiny["v3"][1])
 
 
-def reference_logits(model, tokenizer, texts, pairs=None) -> np.ndarray:
-    enc = tokenizer(texts, pairs, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        return model(**enc).logits.numpy()
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
-
-
 # ---- parity with transformers ---------------------------------------------------------------------
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_match_transformers(tiny, tokenizer, variant):
@@ -217,12 +206,7 @@ def test_pipeline_output_equal(tiny, tokenizer):
         ([{"text": TEXTS[2], "text_pair": TEXTS[3]}], {"top_k": None}),
     ]
     for inputs, kwargs in cases:
-        expected, got = pipe(inputs, truncation=True, **kwargs), clf(inputs, **kwargs)
-        expected, got = (expected, got) if isinstance(expected, list) else ([expected], [got])
-        for e, g in zip(expected, got, strict=True):
-            e, g = (e, g) if isinstance(e, list) else ([e], [g])
-            assert [r["label"] for r in g] == [r["label"] for r in e]
-            assert [r["score"] for r in g] == pytest.approx([r["score"] for r in e], abs=1e-5)
+        assert_same_shape_and_values(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
 
 
 def test_batch_equals_single(tiny):

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import CORPUS, TINY_MAX_TOKENS
+from familykit import assert_same_shape_and_values, edit_config, reference_logits
 from textclass import Classifier
 from textclass.errors import CheckpointError, InputError
 from trainkit import FAST, sentiment_rows, write_jsonl
@@ -106,18 +107,6 @@ def tiny(tmp_path_factory, tokenizer):
     return built
 
 
-def reference_logits(model, tokenizer, texts, pairs=None) -> np.ndarray:
-    enc = tokenizer(texts, pairs, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        return model(**enc).logits.numpy()
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
-
-
 # ---- parity with transformers ---------------------------------------------------------------------
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_match_transformers(tiny, tokenizer, variant, copy_checkpoint):
@@ -156,18 +145,7 @@ def test_pipeline_output_equal(tiny, tokenizer):
         ([{"text": TEXTS[2], "text_pair": TEXTS[3]}], {"top_k": None}),
     ]
     for inputs, kwargs in cases:
-        assert_same_output(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
-
-
-def assert_same_output(got, expected):
-    """Same nesting of lists and dicts, same labels, scores within 1e-5."""
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and got["label"] == expected["label"]
-        assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
-        return
-    assert isinstance(got, list) and len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert_same_output(g, e)
+        assert_same_shape_and_values(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
 
 
 def test_old_config_keys_read_the_same(tiny, tokenizer, copy_checkpoint):

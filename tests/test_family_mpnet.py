@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import CACHE, CORPUS
-from test_parity import assert_same_shape_and_values, reference_logits
+from familykit import assert_same_shape_and_values, reference_logits
 from textclass import Classifier
 from textclass.errors import CheckpointError, InputError
 from trainkit import FAST, sentiment_rows, write_jsonl

@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from conftest import CORPUS, FAMILIES
+from familykit import TEXTS, assert_same_shape_and_values, reference_logits
 from textclass import Classifier
-
-TEXTS = CORPUS + ["", "   ", "word " * 300]  # the last one is far past the 64-token limit
-
-
-def reference_logits(model, tokenizer, texts, pairs=None):
-    enc = tokenizer(texts, pairs, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        return model(**enc).logits.numpy()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -60,17 +53,6 @@ def test_pipeline_output_equal(tiny_checkpoints, family):
         expected = pipe(inputs, truncation=True, **kwargs)
         got = clf(inputs, **kwargs)
         assert_same_shape_and_values(got, expected)
-
-
-def assert_same_shape_and_values(got, expected):
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and got.keys() == expected.keys()
-        assert got["label"] == expected["label"]
-        assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
-        return
-    assert isinstance(got, list) and len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert_same_shape_and_values(g, e)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])

@@ -1,0 +1,184 @@
+"""Checks every family's tiny checkpoint must pass against transformers, shared by the test_family_*.py files and
+test_parity.py: logits, pairs and the pipeline's output, gradients, batch against single, the default ONNX path
+and bf16, the tokenizer, bare encoders, damaged checkpoints and the training round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import CORPUS
+from textclass import Classifier
+from textclass.checkpoint import build_model, open_checkpoint
+from textclass.errors import CheckpointError, InputError
+from textclass.inspect import describe
+from textclass.train.run import train
+from textclass.train.setup import TrainArgs
+from trainkit import FAST, sentiment_rows, write_jsonl
+
+TEXTS = CORPUS + ["", "   ", "word " * 300]  # the last one is far past the 64-token limit
+PAIRS = list(zip(CORPUS[:7], CORPUS[7:14]))
+PIPELINE_CASES = [
+    (TEXTS[0], {}),
+    (TEXTS, {}),
+    (TEXTS[0], {"top_k": None}),
+    (TEXTS, {"top_k": None}),
+    (TEXTS[:3], {"top_k": 1}),
+    (TEXTS[:3], {"function_to_apply": "sigmoid"}),
+    ({"text": TEXTS[0], "text_pair": TEXTS[1]}, {}),
+    ([{"text": TEXTS[2], "text_pair": TEXTS[3]}], {"top_k": None}),
+]
+
+
+def perturb(model: torch.nn.Module) -> torch.nn.Module:
+    """Random init leaves LayerNorms at identity and biases at zero; move them so parity sees them."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                param.add_(torch.randn_like(param) * 0.1)
+    return model.eval()
+
+
+def save(folder, model, tokenizer):
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# ---- checks any family's tiny checkpoint must pass ------------------------------------------------------
+def check_logits(folder, model, tokenizer, pipeline_cases=PIPELINE_CASES) -> float:
+    """Logits of texts and pairs, and the pipeline's output, equal transformers'; returns the largest |Δlogit|."""
+    from transformers import pipeline
+
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
+    ours, ref = clf.logits(TEXTS), reference_logits(model, tokenizer, TEXTS)
+    assert ours.shape == (len(TEXTS), 3) and ours.dtype == np.float32
+    assert np.ptp(ref, axis=0).min() > 0.1  # texts are told apart: a 1e-4 match means something
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+    firsts, seconds = map(list, zip(*PAIRS))
+    ours_pairs, ref_pairs = clf.logits(PAIRS), reference_logits(model, tokenizer, firsts, seconds)
+    np.testing.assert_allclose(ours_pairs, ref_pairs, atol=1e-4, rtol=0)
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    for inputs, kwargs in pipeline_cases:
+        assert_same_shape_and_values(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
+    return float(max(np.abs(ours - ref).max(), np.abs(ours_pairs - ref_pairs).max()))
+
+
+def check_gradients(folder, model, tokenizer) -> None:
+    """Training differentiates what transformers does: each tensor's gradient of one loss agrees (dropout off)."""
+    ours, _ = build_model(open_checkpoint(folder))
+    family = open_checkpoint(folder).family
+    encoded = tokenizer(CORPUS, padding=True, return_tensors="pt", return_token_type_ids=True)
+    targets = torch.arange(len(CORPUS)) % 3
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(**encoded).logits, targets).backward()
+    args = [encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids")]
+    torch.nn.functional.cross_entropy(ours(*args), targets).backward()
+    theirs, params = dict(model.named_parameters()), dict(ours.named_parameters())
+    table = family.weight_table(ours.config)
+    assert set(table.values()) == set(params)  # every parameter is checked, and named in the table once
+    for hf_name, name in table.items():
+        expected = theirs[family.hf_name(hf_name)].grad
+        torch.testing.assert_close(params[name].grad, expected, atol=1e-6, rtol=1e-4, msg=name)
+    model.zero_grad()
+
+
+def check_batch_equals_single(folder) -> None:
+    clf = Classifier.from_pretrained(folder, dtype="fp32", max_batch_tokens=96)  # several batches
+    together = clf.logits(TEXTS)
+    np.testing.assert_allclose(together, np.concatenate([clf.logits([t]) for t in TEXTS]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(clf.logits(TEXTS[::-1])[::-1], together, atol=1e-5, rtol=0)
+
+
+def check_onnx_and_bf16(folder, monkeypatch, tmp_path) -> None:
+    """The default (ONNX Runtime fp32, traced at (2, 8)) equals torch fp32 at other lengths and paddings."""
+    monkeypatch.setenv("TEXTCLASS_CACHE", str(tmp_path / "user-cache"))
+    reference = Classifier.from_pretrained(folder, dtype="fp32")
+    onnx = Classifier.from_pretrained(folder, max_batch_tokens=200)  # several padded batches of mixed widths
+    assert onnx.precision == "onnx-float32"  # not a silent fallback to torch
+    for texts in (TEXTS, TEXTS[:1], ["ok"], ["word " * 30], PAIRS):
+        np.testing.assert_allclose(onnx.logits(texts), reference.logits(texts), atol=1e-4, rtol=0)
+    bf16 = Classifier.from_pretrained(folder, dtype="bf16")
+    assert bf16.precision == "torch-bfloat16"
+    expected = reference.logits(TEXTS)
+    np.testing.assert_allclose(bf16.logits(TEXTS), expected, atol=0.05 * np.abs(expected).max(), rtol=0)
+
+
+def check_tokenizer(folder, tokenizer) -> None:
+    ours = Classifier.from_pretrained(folder, dtype="fp32").tokenizer
+    for text in CORPUS + ["", "word " * 300]:
+        assert ours(text, truncation=True) == dict(tokenizer(text, truncation=True)), text
+    firsts, seconds = map(list, zip(*PAIRS))
+    expected = tokenizer(firsts, seconds, truncation=True, return_token_type_ids=True)
+    got = ours(firsts, seconds, truncation=True)
+    assert got["input_ids"] == expected["input_ids"] and got["token_type_ids"] == expected["token_type_ids"]
+    assert all(1 in row for row in got["token_type_ids"])  # the second segment is marked
+
+
+def check_missing_tensor(folder, copy_checkpoint, name) -> None:
+    folder = copy_checkpoint(folder)
+    tensors = load_file(folder / "model.safetensors")
+    del tensors[name]
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="lacks tensors: " + re.escape(name)):
+        Classifier.from_pretrained(folder, dtype="fp32")
+
+
+def check_bare_encoder(folder, family, new_head) -> None:
+    assert sorted(build_model(open_checkpoint(folder))[1]) == new_head
+    clf = Classifier.from_pretrained(folder)
+    assert not clf.has_head
+    with pytest.raises(InputError, match="bare encoder without a classification head"):
+        clf(["hello"])
+    info = describe(folder)
+    assert info["family"] == family and info["has_classification_head"] is False
+
+
+def check_round_trip(base, tmp_path) -> None:
+    """Fine-tune the bare base on a separable task; transformers loads the result with the same logits."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(400, 1))
+    dev_file = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(100, 2))
+    out = tmp_path / "out"
+    # Tiny random ELECTRA and ALBERT sit at chance for the first epoch and separate in the second; FAST has 4.
+    summary = train(TrainArgs(model=str(base), train=str(train_file), eval=str(dev_file), out=str(out), **FAST))
+    assert summary["eval_metrics"]["accuracy"] >= 0.95
+    texts = ["a superb film", "the plot was boring and the actor awful", "x", "thing " * 80]
+    ours = Classifier.from_pretrained(out, dtype="fp32").logits(texts)
+    hf = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    encoded = AutoTokenizer.from_pretrained(out)(texts, padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, hf(**encoded).logits.numpy(), atol=1e-4, rtol=0)
+    assert [r["label"] for r in Classifier.from_pretrained(out)(texts[:2])] == ["pos", "neg"]
+
+
+def reference_logits(model, tokenizer, texts, pairs=None):
+    enc = tokenizer(texts, pairs, padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc).logits.numpy()
+
+
+def assert_same_shape_and_values(got, expected):
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys()
+        assert got["label"] == expected["label"]
+        assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
+        return
+    assert isinstance(got, list) and len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert_same_shape_and_values(g, e)
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
