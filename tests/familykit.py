@@ -94,6 +94,7 @@ def check_gradients(folder, model, tokenizer) -> None:
 def check_batch_equals_single(folder) -> None:
     clf = Classifier.from_pretrained(folder, dtype="fp32", max_batch_tokens=96)  # several batches
     together = clf.logits(TEXTS)
+    assert not np.allclose(together[0], together[1])  # distinct inputs, distinct rows: order is observable
     np.testing.assert_allclose(together, np.concatenate([clf.logits([t]) for t in TEXTS]), atol=1e-5, rtol=0)
     np.testing.assert_allclose(clf.logits(TEXTS[::-1])[::-1], together, atol=1e-5, rtol=0)
 
@@ -110,6 +111,22 @@ def check_onnx_and_bf16(folder, monkeypatch, tmp_path) -> None:
     assert bf16.precision == "torch-bfloat16"
     expected = reference.logits(TEXTS)
     np.testing.assert_allclose(bf16.logits(TEXTS), expected, atol=0.05 * np.abs(expected).max(), rtol=0)
+
+
+def check_onnx_at_every_length(folder) -> tuple[Classifier, np.ndarray, list[str]]:
+    """The default ONNX graph (traced at (2, 8)) equals torch fp32 from 3 to 64 tokens, padded together and alone,
+    and on pairs; bf16 is close. Returns the torch classifier, its logits and the texts, for further checks."""
+    texts = ["word " * n for n in (1, 5, 6, 9, 14, 23, 40, 70)] + CORPUS
+    torch_fp32 = Classifier.from_pretrained(folder, dtype="fp32")
+    onnx = Classifier.from_pretrained(folder)
+    assert onnx.precision == "onnx-float32"  # not a silent fallback to torch
+    expected = torch_fp32.logits(texts)
+    np.testing.assert_allclose(onnx.logits(texts), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.concatenate([onnx.logits([t]) for t in texts]), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx.logits(PAIRS), torch_fp32.logits(PAIRS), atol=1e-4, rtol=0)
+    bf16 = Classifier.from_pretrained(folder, dtype="bf16")
+    np.testing.assert_allclose(bf16.logits(texts), expected, atol=0.05, rtol=0)
+    return torch_fp32, expected, texts
 
 
 def check_tokenizer(folder, tokenizer) -> None:

@@ -21,7 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import CORPUS, TINY_MAX_TOKENS
-from familykit import assert_same_shape_and_values, edit_config, reference_logits
+from familykit import (
+    assert_same_shape_and_values,
+    check_batch_equals_single,
+    check_onnx_at_every_length,
+    edit_config,
+    reference_logits,
+)
 from textclass import Classifier
 from textclass.errors import CheckpointError, InputError
 from trainkit import FAST, sentiment_rows, write_jsonl
@@ -210,30 +216,15 @@ def test_pipeline_output_equal(tiny, tokenizer):
 
 
 def test_batch_equals_single(tiny):
-    # A small budget forces several batches of mixed widths; v2's convolution is where padding could leak in.
-    clf = Classifier.from_pretrained(tiny["v2"][0], dtype="fp32", max_batch_tokens=96)
-    together = clf.logits(TEXTS)
-    one_by_one = np.concatenate([clf.logits([t]) for t in TEXTS])
-    np.testing.assert_allclose(together, one_by_one, atol=1e-5, rtol=0)
-    assert not np.allclose(together[0], together[1])
+    check_batch_equals_single(tiny["v2"][0])  # v2's convolution is where padding could leak in
 
 
 # ---- ONNX and other precisions --------------------------------------------------------------------
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_onnx_matches_torch_at_every_length(tiny, variant):
+    # Most texts run past the 8 exact-distance buckets.
     folder, _ = tiny[variant]
-    # Traced at (2, 8); these run from 3 to 64 tokens, most past the 8 exact-distance buckets, padded together.
-    texts = ["word " * n for n in (1, 5, 6, 9, 14, 23, 40, 70)] + CORPUS
-    torch_fp32 = Classifier.from_pretrained(folder, dtype="fp32")
-    onnx = Classifier.from_pretrained(folder)
-    assert onnx.precision == "onnx-float32"
-    expected = torch_fp32.logits(texts)
-    np.testing.assert_allclose(onnx.logits(texts), expected, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.concatenate([onnx.logits([t]) for t in texts]), expected, atol=1e-4, rtol=0)
-    pairs = list(zip(CORPUS[:7], CORPUS[7:14]))
-    np.testing.assert_allclose(onnx.logits(pairs), torch_fp32.logits(pairs), atol=1e-4, rtol=0)
-    bf16 = Classifier.from_pretrained(folder, dtype="bf16")
-    np.testing.assert_allclose(bf16.logits(texts), expected, atol=0.05, rtol=0)
+    _, expected, texts = check_onnx_at_every_length(folder)
     if variant == "v2":  # the int8 export runs ORT's shape inference over the whole graph first
         int8 = Classifier.from_pretrained(folder, backend="onnx", dtype="int8")
         assert int8.precision == "onnx-int8"
