@@ -91,8 +91,9 @@ def _download(repo_id: str) -> Path:
         )
         if weights is None:
             raise CheckpointError(f"hub repo {repo_id} has no model.safetensors, pytorch_model.bin or tf_model.h5")
-        # Every family's tokenizer files: which family this is is only known once config.json is read.
-        patterns = ["config.json", *TOKENIZER_FILES, "spm.model", "sentencepiece.bpe.model", weights]
+        # Every family's tokenizer files (which family this is is only known once config.json is read):
+        # SentencePiece models are spm.model (DeBERTa), spiece.model (ALBERT), sentencepiece.bpe.model (XLM-R).
+        patterns = ["config.json", *TOKENIZER_FILES, "*.model", weights]
         if weights.endswith(".index.json"):
             patterns.append(weights.split(".")[0] + "-*")
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
