@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from textclass.train.model import prepare_model
 from textclass.train.run import train
 from textclass.train.save import save_hf_checkpoint
 from textclass.train.setup import TrainArgs
-from trainkit import FAST, sentiment_rows, tiny_base, topic_rows, write_jsonl
+from trainkit import FAST, kill_after_first_checkpoint, sentiment_rows, tiny_base, topic_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,18 +162,7 @@ def test_resume_after_sigkill_gives_identical_weights(base, tmp_path, extra):
     train(TrainArgs(out=str(tmp_path / "straight"), **args))
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "textclass", "train", *_cli_args(base, data, killed, extra)], env=env
-    )
-    deadline = time.monotonic() + 120
-    while not list((killed / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (killed / "model.safetensors").exists()
-    saved = sorted((killed / "checkpoints").glob("step-*"))
-    assert saved and (saved[-1] / "state.pt").is_file()
+    kill_after_first_checkpoint(_cli_args(base, data, killed, extra), killed)
 
     with pytest.raises(TextclassError, match="--resume"):
         train(TrainArgs(out=str(killed), **args))  # an unfinished run is not overwritten by accident

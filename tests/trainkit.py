@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from conftest import build_checkpoint
@@ -55,3 +60,17 @@ def tiny_base(folder: Path, vocab_txt: Path, family: str = "bert", head: bool = 
         )
         build_checkpoint(folder, family, vocab_txt, num_labels=num_labels, head=head, **no_dropout)
     return folder
+
+
+def kill_after_first_checkpoint(cli_args: list[str], out: Path) -> None:
+    """Run `textclass train` with `cli_args` in a subprocess and SIGKILL it once it has saved resumable state."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "textclass", "train", *cli_args], env=env)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "model.safetensors").exists()
+    saved = sorted((out / "checkpoints").glob("step-*"))
+    assert saved and (saved[-1] / "state.pt").is_file()

@@ -62,6 +62,18 @@ def train(
     temperature_calibrate: Annotated[
         bool, typer.Option("--temperature-calibrate", help="Fit a softmax temperature on the eval set.")
     ] = False,
+    teacher: Annotated[
+        str | None, typer.Option(help="Distil from this classifier folder (run once over the training texts).")
+    ] = None,
+    teacher_logits: Annotated[
+        Path | None, typer.Option(help="Distil from precomputed teacher logits: .npy, (usable rows, labels).")
+    ] = None,
+    distill_temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature of the soft targets (default 2.0).")
+    ] = None,
+    distill_alpha: Annotated[
+        float | None, typer.Option(help="Weight of the soft-target loss; labels get 1 - alpha (default 0.5).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep resumable state after finishing.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: GPU when there is one].")] = None,
@@ -90,6 +102,8 @@ def train(
             label_smoothing=label_smoothing, layer_lr_decay=layer_lr_decay, ema=ema, bf16=bf16, seed=seed,
             eval_steps=eval_steps, save_steps=save_steps,
             metric=metric, patience=patience, dtype_out=dtype_out, temperature_calibrate=temperature_calibrate,
+            teacher=teacher, teacher_logits=str(teacher_logits) if teacher_logits else None,
+            distill_temperature=distill_temperature, distill_alpha=distill_alpha,
             resume=resume, keep_checkpoints=keep_checkpoints, device=pick_device(device), threads=threads,
         )  # fmt: skip
         reporter = Reporter() if quiet else RichReporter()

@@ -40,6 +40,7 @@ class TensorBatch:
     attention_mask: torch.Tensor  # (rows, width)
     token_type_ids: torch.Tensor | None  # (rows, width)
     targets: torch.Tensor  # (rows,) class ids / values, or (rows, labels) multi-hot
+    teacher_logits: torch.Tensor | None = None  # (rows, labels) when distilling
 
 
 def tensor_batch(
@@ -49,6 +50,7 @@ def tensor_batch(
     pad_token_id: int,
     token_types: bool,
     device: str = "cpu",
+    teacher_logits: np.ndarray | None = None,
 ) -> TensorBatch:
     batch = collate(encoded, [int(i) for i in indices], pad_token_id, token_types)
 
@@ -60,6 +62,7 @@ def tensor_batch(
         tensor(batch.attention_mask),
         None if batch.token_type_ids is None else tensor(batch.token_type_ids),
         tensor(np.ascontiguousarray(targets[indices])),
+        None if teacher_logits is None else tensor(np.ascontiguousarray(teacher_logits[indices])),
     )
 
 

@@ -20,12 +20,15 @@ from textclass.batching import make_batches
 from textclass.errors import TextclassError
 from textclass.train import metrics as metric_fns
 from textclass.train.batches import epoch_plan, loss_sum, tensor_batch
+from textclass.train.distill import distill_loss_sum
 from textclass.train.save import load_state, save_state
 from textclass.train.setup import Reporter, TrainArgs, TrainData
 
 CHECKPOINTS = "checkpoints"
 # Options that may change between an interrupted run and its resumption without changing the result.
-_FREE_ON_RESUME = {"resume", "keep_checkpoints", "threads", "device", "dtype_out", "temperature_calibrate", "out"}
+# (Where the teacher logits come from is free too: the recipe holds the logits' sha256 instead.)
+_FREE_ON_RESUME = {"resume", "keep_checkpoints", "threads", "device", "dtype_out", "temperature_calibrate", "out",
+                   "teacher", "teacher_logits"}  # fmt: skip
 
 
 def layer_depth(name: str, num_layers: int) -> int:
@@ -165,6 +168,9 @@ def run_training(
     torch.manual_seed(args.seed)
     # The settings that decide which steps run; a resumed run must use the same ones.
     recipe = {k: v for k, v in args.to_json().items() if k not in _FREE_ON_RESUME}
+    teacher = train.teacher
+    if teacher is not None:
+        recipe["teacher_logits_sha256"] = teacher.sha256
     state["recipe"] = recipe
 
     resume_from = latest_checkpoint(out) if args.resume else None
@@ -233,10 +239,15 @@ def run_training(
             rows = sum(len(b) for b in group)
             step_loss = 0.0
             for indices in group:
-                batch = tensor_batch(train.encoded, train.targets, indices, train.pad_token_id, token_types, device)
+                batch = tensor_batch(train.encoded, train.targets, indices, train.pad_token_id, token_types, device,
+                                     None if teacher is None else teacher.logits)  # fmt: skip
                 with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
                     logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-                loss = loss_sum(logits, batch.targets, task, args.label_smoothing) / rows
+                if batch.teacher_logits is None:
+                    loss = loss_sum(logits, batch.targets, task, args.label_smoothing) / rows
+                else:
+                    loss = distill_loss_sum(logits, batch.teacher_logits, batch.targets, task, args.distill_temperature,
+                                            args.distill_alpha, args.label_smoothing) / rows  # fmt: skip
                 loss.backward()
                 step_loss += loss.item()
             if args.max_grad_norm > 0:

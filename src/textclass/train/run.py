@@ -15,7 +15,8 @@ from textclass.errors import TextclassError
 from textclass.fileio import write_json
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Dataset, encode_targets, label_lookup, label_names, load_dataset
-from textclass.train.loop import CHECKPOINTS, evaluate_data, predict_logits, run_training
+from textclass.train.distill import load_teacher
+from textclass.train.loop import CHECKPOINTS, evaluate_data, latest_checkpoint, predict_logits, run_training
 from textclass.train.model import prepare_model
 from textclass.train.save import save_hf_checkpoint
 from textclass.train.setup import Reporter, TrainArgs, encode
@@ -67,7 +68,11 @@ def train(args: TrainArgs, reporter: Reporter | None = None) -> dict[str, Any]:
 
     tokenizer = prepared.tokenizer
     max_length = min(args.max_length, tokenizer.model_max_length)
-    train_data = encode(train_set, tokenizer, max_length)
+    teacher = None
+    if args.distilling:
+        resuming = args.resume and latest_checkpoint(out) is not None
+        teacher = load_teacher(args, train_set, config, max_length, resuming, reporter)
+    train_data = encode(train_set, tokenizer, max_length, teacher)
     eval_data = encode(eval_set, tokenizer, max_length) if eval_set is not None else None
     model = prepared.model
 
@@ -97,6 +102,7 @@ def train(args: TrainArgs, reporter: Reporter | None = None) -> dict[str, Any]:
         "labels": list(config.id2label),
         "new_parameters": prepared.new_parameters,
         "eval_metrics": final,
+        "distillation": None if teacher is None else teacher.record,
         **history,
         "wall_seconds": time.perf_counter() - began,
     }
@@ -108,7 +114,7 @@ def train(args: TrainArgs, reporter: Reporter | None = None) -> dict[str, Any]:
         config_extra=extra,
         files={"README.md": model_card(args, summary)},
     )
-    write_json(out / "training_args.json", args.to_json())
+    write_json(out / "training_args.json", args.to_json() | {"distillation": summary["distillation"]})
     write_json(out / "metrics.json", summary)
     if not args.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -117,6 +123,26 @@ def train(args: TrainArgs, reporter: Reporter | None = None) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def distillation_card(record: dict[str, Any] | None) -> list[str]:
+    """The model card's account of the teacher, or nothing for a run without one."""
+    if record is None:
+        return []
+    source = f"the teacher `{record['teacher']}`" if record["teacher"] else "precomputed teacher logits"
+    if record["temperature"] is None:  # regression
+        soft = "squared error to the teacher's value"
+    else:
+        soft = f"T² · KL(teacher ‖ student) at temperature T = {record['temperature']}"
+    agreement = "MSE" if record["temperature"] is None else "agreement"
+    return [
+        "## Distillation",
+        "",
+        f"Distilled from {source} (logits `{record['logits_file']}`, sha256 `{record['sha256']}`). Loss: "
+        f"{record['alpha']} × {soft} + {1 - record['alpha']:g} × the label loss. Teacher {agreement} with "
+        f"the training labels: {record['label_agreement']:.4f}.",
+        "",
+    ]
 
 
 def model_card(args: TrainArgs, summary: dict[str, Any]) -> str:
@@ -159,6 +185,7 @@ def model_card(args: TrainArgs, summary: dict[str, Any]) -> str:
         + (", bf16 autocast" if args.bf16 else "")
         + f". Best checkpoint by eval {summary['metric']}. Trained at {summary['samples_per_second']:.1f} samples/s.",
         "",
+        *distillation_card(summary["distillation"]),
     ]
     final = summary["eval_metrics"]
     if final:

@@ -50,6 +50,11 @@ class TrainArgs:
     keep_checkpoints: bool = False
     device: str = "cpu"
     threads: int | None = None
+    # Distillation (textclass.train.distill): a teacher classifier folder, or its precomputed logits (.npy).
+    teacher: str | None = None
+    teacher_logits: str | None = None
+    distill_temperature: float | None = None  # [default: 2.0 when distilling a classifier]
+    distill_alpha: float | None = None  # weight of the soft-target loss [default: 0.5 when distilling]
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,15 +76,47 @@ class TrainArgs:
             (not (self.temperature_calibrate and not self.eval), "--temperature-calibrate needs --eval data to fit on"),
             (not (self.temperature_calibrate and self.task == "regression"), "regression has no temperature to fit"),
             (not (self.patience and not self.eval), "--patience (early stopping) needs --eval data"),
+            (not (self.teacher and self.teacher_logits), "choose --teacher or --teacher-logits, not both"),
+            (
+                self.distilling or (self.distill_temperature is None and self.distill_alpha is None),
+                "--distill-temperature and --distill-alpha need a --teacher or --teacher-logits",
+            ),
+            (
+                not (self.task == "regression" and self.distill_temperature is not None),
+                "regression distils by MSE to the teacher's value; it has no --distill-temperature",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise TextclassError(message)
         if self.metric is None:
             self.metric = DEFAULT_METRIC[self.task]
+        if self.distilling:
+            # Filled here (not as field defaults) so runs without a teacher keep their resume recipe unchanged.
+            if self.distill_alpha is None:
+                self.distill_alpha = 0.5
+            if self.distill_temperature is None and self.task != "regression":
+                self.distill_temperature = 2.0
+            if not 0 <= self.distill_alpha <= 1:
+                raise TextclassError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
+            if self.distill_temperature is not None and not self.distill_temperature > 0:
+                raise TextclassError(f"--distill-temperature must be positive, got {self.distill_temperature}")
+
+    @property
+    def distilling(self) -> bool:
+        return bool(self.teacher or self.teacher_logits)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Teacher:
+    """A distillation teacher's logits, one row per training row, and where they came from."""
+
+    logits: np.ndarray  # (rows, labels) float32, columns in the student's label order
+    sha256: str  # of the .npy file the logits were read from (or written to); resuming checks it
+    record: dict[str, Any]  # for training_args.json, metrics.json and the model card
 
 
 @dataclass
@@ -88,11 +125,12 @@ class TrainData:
     targets: np.ndarray
     pad_token_id: int
     dataset: Dataset
+    teacher: Teacher | None = None  # distillation: indexed like `targets`, so each row keeps its soft target
 
 
-def encode(dataset: Dataset, tokenizer: Tokenizer, max_length: int) -> TrainData:
+def encode(dataset: Dataset, tokenizer: Tokenizer, max_length: int, teacher: Teacher | None = None) -> TrainData:
     encoded = tokenizer.encode_batch(dataset.texts, truncation=True, max_length=max_length)
-    return TrainData(encoded, dataset.targets, tokenizer.pad_token_id, dataset)
+    return TrainData(encoded, dataset.targets, tokenizer.pad_token_id, dataset, teacher)
 
 
 class Reporter:
