@@ -13,9 +13,10 @@ sys.path.insert(0, str(ROOT / "src"))  # bench this checkout's textclass, whatev
 # ../shared beside the checkout (a worktree one level deeper looks one more up); TEXTCLASS_SST2 overrides.
 _SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent)
 SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
-# (label in tables, backend, dtype); the first is the exact reference among textclass modes.
+# (label in tables, backend, dtype); the first is the exact reference among textclass modes. Which one is the
+# default depends on the CPU (textclass.cpu): per-row int8 on x86 with AVX2 or VNNI, onnx fp32 elsewhere.
 MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
-         ("onnx fp32 (default)", "onnx", "fp32"), ("onnx int8", "onnx", "int8")]  # fmt: skip
+         ("onnx fp32", "onnx", "fp32"), ("onnx int8 (per-row)", "onnx", "int8")]  # fmt: skip
 
 
 def read_texts(path: Path, limit: int | None) -> list[str]:

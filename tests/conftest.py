@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SST2 = SHARED / "data" / "sst2"
 CACHE = Path(os.environ.get("TEXTCLASS_TEST_CACHE", ROOT / ".cache"))
+# The suite's default mode is exact fp32 whatever the CPU (per-row int8 on AVX2/VNNI CPUs otherwise), so parity
+# tests compare exact numbers on every machine; tests/test_fast_default.py tests the CPU's own default.
+os.environ.setdefault("TEXTCLASS_PRECISION", "onnx-fp32")
 
 # Tiny models keep position tables short so truncation is cheap to exercise.
 TINY_MAX_TOKENS = 64

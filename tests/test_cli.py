@@ -57,6 +57,40 @@ def test_classify_from_file_and_stdin(tiny_checkpoints, tmp_path):
     assert [json.loads(x)["text"] for x in piped.stdout.splitlines()] == ["one", "two"]
 
 
+def test_table_prints_texts_as_written(tiny_checkpoints):
+    """Texts are data, not rich markup: brackets print as typed and nothing is styled away."""
+    texts = ["a [mask] b [bold]x", "[red]y[/red] [/]"]
+    table = run("classify", *texts, "--model", str(tiny_checkpoints["bert"][0]))
+    assert table.exit_code == 0, table.output
+    assert all(text in table.stdout for text in texts), table.stdout
+
+
+def test_commands_share_one_backend_dtype_and_model_option():
+    """classify, serve, batch, eval (and the task commands) take the same --model, --backend, --dtype and --device,
+    each defined once; eval too defaults to the bundled model."""
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    first = {p.name: p for p in commands["classify"].params}
+    for name in ("serve", "batch", "eval", "rerank", "zero-shot"):
+        params = {p.name: p for p in commands[name].params}
+        for option in ("model", "backend", "dtype", "device"):
+            same = params[option].opts == first[option].opts and params[option].help == first[option].help
+            assert same, (name, option)
+        assert not params["model"].required and params["model"].default is None, name
+    assert "int8" in first["dtype"].help and "onnx" in first["backend"].help
+    assert commands["tokenize"].help.startswith("Show how the model's tokenizer splits a text")
+
+
+def test_eval_defaults_to_the_bundled_model(tmp_path):
+    data = tmp_path / "reviews.csv"
+    data.write_text('text,label\n"a wonderful, moving film",POSITIVE\ndull and far too long,NEGATIVE\n')
+    result = run("eval", "--data", str(data), "--json", "--backend", "onnx")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rows"] == 2 and report["model"].endswith("sentiment-en") and "accuracy" in report
+
+
 def test_tokenize_json_reproduces_seed(minilm_dir):
     result = run("tokenize", "I've been waiting for a HuggingFace course my whole life.", "--model", str(minilm_dir),
                  "--json")  # fmt: skip

@@ -140,7 +140,7 @@ def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
 
     slow, poisoned, good, after, health = asyncio.run(scenario())
     assert poisoned.status_code == 500
-    assert poisoned.json()["error_type"] == "backend" and "device-side assert" in poisoned.json()["error"]
+    assert poisoned.json()["error_type"] == "Backend" and "device-side assert" in poisoned.json()["error"]
     assert [slow.status_code, good.status_code, after.status_code, health.status_code] == [200] * 4
     assert good.json()[0][0]["label"] in clf.labels
     assert any(clf.poison in call and len(call) > 1 for call in clf.calls)  # it really shared a batch
@@ -154,10 +154,13 @@ FAST_PATH_CASES = [  # (path, body, headers, answered by the fast path itself)
     ("/predict", {"inputs": ["first", "second"], "truncation_direction": "Left"}, JSON, True),
     ("/", {"inputs": ["one", "two"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}, JSON, True),
     ("/", {"inputs": "ünïcödé ✓"}, {"content-type": "application/vnd.api+json; charset=utf-8"}, True),
-    ("/predict", {"inputs": ["a", "b", "c"]}, JSON, True),  # 422 from the route function
-    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}, JSON, True),
-    ("/predict", {"inputs": []}, JSON, True),
-    ("/predict", {"inputs": 5}, JSON, False),  # does not validate: FastAPI words the 422
+    ("/predict", {"inputs": [["t"]] * 33}, JSON, True),  # 413 from the route function
+    ("/predict", {"inputs": "word " * 100, "truncate": False}, JSON, True),  # over the 64-token limit
+    ("/predict", {"inputs": ["a", "b", "c"]}, JSON, False),  # does not validate: FastAPI words the 422
+    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}, JSON, False),
+    ("/predict", {"inputs": []}, JSON, False),
+    ("/predict", {"inputs": "x", "raw_scores": "true"}, JSON, False),
+    ("/predict", {"inputs": 5}, JSON, False),
     ("/", {"parameters": {}}, JSON, False),
     ("/predict", b'{"inputs": "x', JSON, False),  # not JSON
     ("/predict", b"", JSON, False),
@@ -291,7 +294,7 @@ def test_an_unexpected_error_answers_json_500_and_the_server_carries_on(tiny_che
     *broken, after = asyncio.run(scenario())
     for response in broken:
         assert response.status_code == 500
-        assert response.json()["error_type"] == "internal" and "ZeroDivisionError" in response.json()["error"]
+        assert response.json()["error_type"] == "Backend" and "ZeroDivisionError" in response.json()["error"]
     assert after.status_code == 200
 
 

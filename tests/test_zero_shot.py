@@ -200,7 +200,7 @@ def test_fast_path_answers_as_fastapi_does(nli, monkeypatch):
               {"inputs": "x", "parameters": {"candidate_labels": []}},
               {"inputs": "x", "parameters": {"candidate_labels": 5}}]  # fmt: skip
     answered = fast_and_declared(nli[0], "/", bodies, monkeypatch)
-    assert answered == [(200, True), (200, True), (422, True), (422, False)]  # FastAPI words a body that won't parse
+    assert answered == [(200, True), (200, True), (422, False), (422, False)]  # FastAPI words a body that won't parse
 
 
 # ---- the command line -------------------------------------------------------------------------------------

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textclass import postprocess, tasks
+from textclass import chunking, explain, postprocess, tasks
 from textclass.batching import make_batches
 from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.config import EncoderConfig
 from textclass.engine import Engine
 from textclass.errors import InputError
 from textclass.tokenize import Encoded, TextInput, Tokenizer
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}  # CPU: activations stay in cache
@@ -57,9 +62,10 @@ class Classifier:
         """Load a checkpoint, choosing device, backend and precision once.
 
         dtype: fp32 (exact), bf16, fp16 or int8; backend: torch or onnx (ONNX Runtime, CPU). Left out: the
-        checkpoint's own measured choice (config.json `textclass_precision`, e.g. "onnx-int8"), else ONNX
-        Runtime fp32 on CPU (exported and cached beside the checkpoint on first use; no torch afterwards) and
-        torch bf16 on a GPU. int8 alone means ONNX Runtime int8; fp32 alone means torch fp32, the reference.
+        checkpoint's own choice (config.json `textclass_precision`, e.g. "onnx-fp32"), else this CPU's fast mode
+        within the accuracy contract (per-row int8 on x86 with AVX2/VNNI, else ONNX Runtime fp32; exported and
+        cached on first use; no torch afterwards) and torch bf16 on a GPU. `precision_reason` says which and
+        why. int8 alone means ONNX Runtime int8; fp32 alone means torch fp32, the reference.
         """
         from textclass.bundled import resolve_model
         from textclass.engine import load_engine, pick_device, pick_precision
@@ -69,6 +75,8 @@ class Classifier:
         device = pick_device(device)
         preferred = checkpoint.config.raw.get("textclass_precision")
         engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend, preferred))
+        logging.getLogger("textclass").info("textclass: %s runs %s-%s: %s", checkpoint.folder.name, engine.backend,
+                                            engine.dtype, getattr(engine, "reason", ""))  # fmt: skip
         budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
         return cls(checkpoint, tokenizer, engine, has_head, device, budget)
 
@@ -156,20 +164,37 @@ class Classifier:
         truncation: bool = True,
         max_length: int | None = None,
         batch_size: int | None = None,
+        long_text: str = "truncate",
+        chunk_tokens: int | None = None,
+        stride: int | None = None,
+        aggregate: str = "mean",
     ) -> list[Any] | dict[str, Any]:
-        """Labels and scores shaped exactly like `transformers.pipeline("text-classification")`."""
-        _, single = normalise_inputs(inputs)
+        """Labels and scores shaped exactly like `transformers.pipeline("text-classification")`.
+
+        long_text="chunk" scores a text past the model's limit as windows of chunk_tokens tokens (default: the
+        limit) sharing up to `stride` tokens, aggregated by "mean", "max" or "first"; each result then says how
+        many windows it used ("windows"). See chunking.py. "truncate" (the default) answers as the pipeline.
+        """
+        items, single = normalise_inputs(inputs)
+        windows = chunking.windows_for(self.tokenizer, long_text, chunk_tokens, stride, aggregate)
         function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
         legacy = top_k is _NOT_GIVEN
         if legacy:
             top_k = 1
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer or None (all labels); got {top_k!r}")
-        logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
-        if function != "none":
-            logits = logits / self.temperature
-        scores = postprocess.apply(logits, function)
+        self._require_head()
+        plan = None if windows is None else windows.plan(items)
+        if plan is None:
+            logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
+        else:
+            logits = self.run(plan.encoded, batch_size=batch_size)  # every window of every text, batched together
+        scores = postprocess.apply(logits, function, self.temperature)
+        if plan is not None:
+            scores = plan.combine(scores)
         result = postprocess.format_output(scores, self.labels, top_k, legacy, single)
+        if plan is not None:
+            chunking.add_window_counts(result if legacy or not single else [result], plan.counts)
         if legacy and single and not isinstance(inputs, str):
             return result[0]  # the pipeline wraps a lone dict in a list only for a str input
         return result
@@ -208,10 +233,37 @@ class Classifier:
         logits = self.run(self.encode(job.pairs))  # (texts × labels, num_labels)
         return tasks.zero_shot_results(job, tasks.zero_shot_scores(logits, len(job.labels), entailment, multi_label))
 
+    def explain(
+        self,
+        texts: str | Sequence[str],
+        target: str | int | None = None,
+        method: str = "occlusion",
+        baseline: str | None = None,
+        unit: str = "word",
+        steps: int = 50,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """How much each token and word pushes the target label's score (default: the predicted label):
+        {"label", "score", "tokens": [{"token", "start", "end", "attribution"}], "words": [{"word", ...}]} for one
+        text, a list for a list; start/end are character offsets. method "occlusion" (any engine; baseline
+        "delete", "pad" or "mask"; unit "word" or "token") or "integrated_gradients" (torch; baseline "pad" or
+        "mask", `steps` quadrature points). See explain.py."""
+        self._require_head()
+        return explain.explain(self, texts, target, method, baseline, unit, steps)
+
+    @cached_property
+    def torch_model(self) -> nn.Module:
+        """The model in torch fp32, for gradients: the engine's own if it runs torch fp32, else built once."""
+        return explain.fp32_torch_model(self)
+
     @property
     def precision(self) -> str:
         """What runs the model, e.g. "onnx-int8" or "torch-float32"."""
         return f"{self.engine.backend}-{self.engine.dtype}"
+
+    @property
+    def precision_reason(self) -> str:
+        """Why that mode runs, decided at load: e.g. "CPU default (avx2, fma; no VNNI, ...): per-row int8 ..."."""
+        return getattr(self.engine, "reason", "")
 
     def _require_head(self) -> None:
         if not self.has_head:

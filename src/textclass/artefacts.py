@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from textclass.checkpoint import Checkpoint
-from textclass.export import export_onnx, export_settings
+from textclass.export import export_onnx, export_settings, require_exporter
 from textclass.fileio import atomic_write
 
 log = logging.getLogger("textclass")
@@ -64,6 +64,7 @@ def ensure(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]]:
     found = find(checkpoint, mode)
     if found is not None:
         return found
+    require_exporter(checkpoint, mode)
     for folder in candidate_dirs(checkpoint):
         if _writable(folder):
             path = folder / artefact_name(mode)
@@ -83,13 +84,20 @@ def linkable(checkpoint: Checkpoint) -> bool:
 def build(checkpoint: Checkpoint, mode: str, path: Path, link: bool = False) -> dict[str, Any]:
     """Export to `path` and write its manifest; returns the manifest."""
     source = fingerprint(checkpoint)  # before exporting: a checkpoint changed meanwhile then reads as stale
-    linked = link and mode == "fp32"  # an int8 graph holds its own quantized weights
-    export_onnx(checkpoint, path, mode, link=linked)
+    if mode == "int8":  # quantized from the fp32 artefact (shipped or cached): seconds, without a second export
+        from textclass.calibration import calibration_batches
+        from textclass.cpu import int8_plan
+        from textclass.quantize import write_int8
+
+        fp32, _ = ensure(checkpoint, "fp32")
+        write_int8(fp32, path, int8_plan(), calibration_batches(checkpoint), checkpoint.weight_files if link else ())
+    else:
+        export_onnx(checkpoint, path, mode, link=link)
     manifest = {
         "settings": export_settings(mode),
         "source": source,
         "artefact": _describe(path),
-        "linked_weights": linked,
+        "linked_weights": link,
     }
     atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
     return manifest

@@ -19,6 +19,7 @@ from textclass.models import Family, family_for
 from textclass.models.family import TOKENIZER_FILES
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -130,6 +131,12 @@ def _weight_files(folder: Path) -> tuple[str, tuple[Path, ...]]:
 
 
 def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors as torch tensors, under their checkpoint names (the torch engine, training)."""
+    from textclass.extras import require_torch
+
+    if checkpoint.weight_format == "bin":
+        require_torch(f"reading {checkpoint.weight_files[0].name} (a PyTorch pickle)")
+    require_torch("reading weights as torch tensors")
     import torch
 
     tensors: dict[str, torch.Tensor] = {}
@@ -142,7 +149,7 @@ def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
             elif checkpoint.weight_format == "h5":
                 from textclass.keras_h5 import read_keras_h5
 
-                part = read_keras_h5(path)  # already PyTorch names and layouts
+                part = {name: torch.from_numpy(array) for name, array in read_keras_h5(path).items()}
             else:
                 # weights_only refuses pickled code: a .bin from the internet cannot run anything.
                 part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -156,8 +163,36 @@ def read_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def read_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
+    """The checkpoint's float tensors as float32 numpy arrays, under their checkpoint names: what the ONNX
+    builder reads. safetensors (bf16 included) and tf_model.h5 need no torch; pytorch_model.bin does."""
+    import numpy as np
+
+    if checkpoint.weight_format == "bin":
+        return {name: tensor.float().numpy() for name, tensor in read_tensors(checkpoint).items()
+                if tensor.is_floating_point()}  # fmt: skip
+    arrays: dict[str, np.ndarray] = {}
+    for path in checkpoint.weight_files:
+        try:
+            if checkpoint.weight_format == "safetensors":
+                from textclass.onnx_link import read_sources
+
+                arrays.update((name, values) for name, (_, values) in read_sources([path]).items())
+            else:
+                from textclass.keras_h5 import read_keras_h5
+
+                arrays.update((name, array.astype(np.float32)) for name, array in read_keras_h5(path).items())
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"cannot read weights from {path}: {exc} (corrupt or truncated file?)") from exc
+    return arrays
+
+
 def tensor_names(checkpoint: Checkpoint) -> list[str]:
     """Names of the checkpoint's tensors; for safetensors read from the header alone (no torch, no data)."""
+    if checkpoint.weight_format == "h5":
+        return list(read_arrays(checkpoint))
     if checkpoint.weight_format != "safetensors":
         return list(read_tensors(checkpoint))
     from safetensors import safe_open

@@ -6,13 +6,21 @@ Heavy imports (torch, the model) happen inside commands so `--help` and errors a
 from __future__ import annotations
 
 import json
-import sys
-from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from textclass.commands.common import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    FormatOption,
+    InputOption,
+    ModelOption,
+    OutputFormat,
+    fail,
+    read_texts,
+)
 from textclass.errors import TextclassError
 
 app = typer.Typer(
@@ -22,82 +30,42 @@ app = typer.Typer(
     help="Classify text with Hugging Face sequence-classification checkpoints.",
 )
 
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name (default: the bundled model)."
-    ),
-]
-
-
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-
-
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
-    if texts and input_file:
-        fail("give texts as arguments or with --input, not both")
-    if texts:
-        return list(texts)
-    if input_file is not None:
-        if str(input_file) == "-":
-            raw = sys.stdin.buffer.read()
-            source = "standard input"
-        else:
-            if not input_file.is_file():
-                fail(f"input file {input_file} does not exist")
-            raw = input_file.read_bytes()
-            source = str(input_file)
-    elif not sys.stdin.isatty():
-        raw, source = sys.stdin.buffer.read(), "standard input"
-    else:
-        fail("no texts to classify; pass TEXT arguments, --input FILE, or pipe lines on standard input")
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        fail(
-            f"{source} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); re-encode it as UTF-8"
-        )
-    lines = content.splitlines()
-    if not lines:
-        fail(f"{source} is empty; expected one text per line")
-    return lines
-
 
 @app.command()
 def classify(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.", show_default=False)] = None,
     model: ModelOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per text; 0 for all.", min=0)] = 1,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
-    input_file: Annotated[
-        Path | None, typer.Option("--input", "-i", help="File with one text per line ('-' for stdin).")
-    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+    input_file: InputOption = None,
     function_to_apply: Annotated[
         str | None, typer.Option("--function", help="softmax, sigmoid or none (default: from the config).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option(help="fp32 (exact, torch), bf16, fp16 or int8 (default: onnx fp32 on CPU, bf16 on GPU)."),
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU default; exported once and cached).")
-    ] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
+    long_text: Annotated[
+        str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows, aggregate).")
+    ] = "truncate",
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")] = None,
+    aggregate: Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")] = "mean",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
 ) -> None:
     """Classify texts and print labels with scores."""
     items = read_texts(texts, input_file)
+    if verbose:  # textclass's INFO lines, e.g. the mode chosen at load and why
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("textclass").addHandler(handler)
+        logging.getLogger("textclass").setLevel(logging.INFO)
     from textclass.cli_output import classify_and_print
 
     try:
-        classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend)
+        long = {"long_text": long_text, "chunk_tokens": chunk_tokens, "stride": stride, "aggregate": aggregate}
+        classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend, long)
     except TextclassError as exc:
         fail(str(exc))
 
@@ -109,7 +77,8 @@ def tokenize(
     pair: Annotated[str | None, typer.Option(help="Second text of a pair.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show the seed's steps: tokens, input ids, attention mask, and the ids decoded back to text."""
+    """Show how the model's tokenizer splits a text (or a pair): its tokens, their ids, the attention mask, and
+    the ids decoded back to text."""
     try:
         from textclass.bundled import resolve_model
         from textclass.checkpoint import open_checkpoint
@@ -218,6 +187,14 @@ from textclass.commands import tasks as task_commands  # noqa: E402
 
 app.command("rerank")(task_commands.rerank)
 app.command("zero-shot")(task_commands.zero_shot)
+
+from textclass.commands import explain as explain_command  # noqa: E402
+
+app.command("explain")(explain_command.explain)
+
+from textclass.commands import check as check_command  # noqa: E402
+
+app.command("check")(check_command.check)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textclass.bundled import resolve_model
-from textclass.checkpoint import map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint import map_weights, open_checkpoint, read_arrays, read_tensors
 from textclass.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -35,17 +35,22 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def convert_checkpoint(model: str | os.PathLike[str] | None, out: str | os.PathLike[str]) -> Path:
-    """Write `model` (folder, hub id or bundled name) into the new folder `out`: safetensors, config, tokenizer."""
-    from safetensors.torch import save_file
+    """Write `model` (folder, hub id or bundled name) into the new folder `out`: safetensors, config, tokenizer.
 
+    tf_model.h5 (float32 arrays read with h5py) converts without torch; the other formats go through torch."""
     checkpoint = open_checkpoint(resolve_model(None if model is None else str(model)))
     target = Path(out).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CheckpointError(f"{target} already exists and is not an empty folder; choose a new output folder")
-    tensors = read_tensors(checkpoint)  # HF PyTorch names, whatever the format
+    # HF PyTorch names, whatever the format
+    tensors = read_arrays(checkpoint) if checkpoint.weight_format == "h5" else _unshared(read_tensors(checkpoint))
     map_weights(checkpoint, dict(tensors))  # the strict check loading does: missing or unexpected tensors raise
+    if checkpoint.weight_format == "h5":
+        from safetensors.numpy import save_file
+    else:
+        from safetensors.torch import save_file
     target.mkdir(parents=True, exist_ok=True)
-    save_file(_unshared(tensors), str(target / "model.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
     for name in ("config.json", *checkpoint.family.tokenizer_files):
         if (checkpoint.folder / name).is_file():
             shutil.copyfile(checkpoint.folder / name, target / name)

@@ -3,26 +3,30 @@
 An engine is a callable Batch -> (rows, num_labels) float32 numpy logits with `uses_token_types`,
 `backend` and `dtype`. Two backends:
 - torch: fp32 (exact), bf16, fp16 (GPU), int8 (dynamic quantization of the Linear layers); any device.
-- onnx: ONNX Runtime on CPU, fp32 or int8 (fused graph, QInt8 weights); needs no torch at run time.
-The CPU default is ONNX Runtime fp32: the fastest mode whose labels agree with exact fp32 (it is fp32, with
-fused kernels): batch throughput on par with torch fp32 or ~10% above, single texts in about half the time,
-and no torch import; int8 is faster but moves scores with batch neighbours (see pick_precision). A GPU
-defaults to torch bf16. See docs/performance.md for the figures.
+- onnx: ONNX Runtime on CPU, fp32 or int8 (fused graph; int8 with per-row activation scales, quantize.py);
+  needs no torch at run time.
+The CPU default is chosen by the CPU's instruction set (cpu.py): the fastest mode that keeps the accuracy
+contract against exact fp32 (contract.py): per-row int8 on x86 with AVX2 or VNNI, ONNX Runtime fp32 elsewhere.
+A GPU defaults to torch bf16. Every engine carries `reason`: why that mode runs, decided once at load.
+See docs/performance.md for the figures.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from textclass.checkpoint import Checkpoint, missing_head
+from textclass.cpu import default_mode, emulated_bf16
 from textclass.errors import InputError
+from textclass.extras import installed, require_torch
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16", "int8": "int8", "qint8": "int8"}  # fmt: skip
 BACKENDS = ("torch", "onnx")
+PRECISION_ENV = "TEXTCLASS_PRECISION"  # this machine's default mode instead of the CPU's, e.g. "onnx-fp32"
 log = logging.getLogger("textclass")
 # Device files a GPU driver creates: without them torch cannot see a GPU, and we need not import it to ask.
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia/version")
@@ -53,18 +58,20 @@ class Precision:
     backend: str  # "torch" or "onnx"
     dtype: str  # "float32", "bfloat16", "float16" or "int8"
     # False for a default nobody asked for: when it cannot be built (no ONNX export for this model), the
-    # engine falls back to exact torch fp32 with a warning instead of failing.
+    # engine falls back (int8 to ONNX Runtime fp32, fp32 to torch fp32) with a warning instead of failing.
     required: bool = True
+    reason: str = field(default="", compare=False)  # why this mode, for inspect, /info and -v
 
 
 def pick_device(device: str | None) -> str:
     if device is None or device == "auto":
-        if not any(Path(p).exists() for p in _GPU_DEVICE_FILES):
+        if not any(Path(p).exists() for p in _GPU_DEVICE_FILES) or not installed("torch"):
             return "cpu"  # decided without importing torch (2 s): keeps the CPU cold start short
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
+        require_torch(f"device {device!r}")
         import torch
 
         if not torch.cuda.is_available():
@@ -77,12 +84,13 @@ def pick_precision(
 ) -> Precision:
     """The backend and dtype to run with; explicit choices are checked, left-out ones get a safe default.
 
-    Nothing given: the checkpoint's own `preferred` mode (config.json `textclass_precision`, e.g. "onnx-int8",
-    which a checkpoint may set once its agreement with fp32 was measured), else ONNX Runtime fp32 on CPU
-    (exported once and cached; torch fp32 when onnxruntime is missing or the export fails) and torch bf16 on
-    a GPU. int8 is not the blanket CPU default: dynamic quantization sets activation scales per batch, so a
-    text's score moves with its batch neighbours, and its agreement with fp32 is only known for a trained,
-    checked model. dtype int8 alone means onnx int8; dtype fp32 alone means torch fp32, the reference.
+    Nothing given: the checkpoint's own `preferred` mode (config.json `textclass_precision`, e.g. "onnx-fp32"
+    to pin exact fp32), else this machine's TEXTCLASS_PRECISION (same syntax), else the CPU's default
+    (cpu.default_mode: per-row int8 where the instruction set runs it faster than fp32 within the accuracy
+    contract, else ONNX Runtime fp32; exported once and cached) and torch bf16 on a GPU. bf16 on a CPU without
+    native bf16 is emulated (~6x slower than fp32): a pinned one falls back to the CPU default, one asked for
+    by name runs with a warning. dtype int8 alone means onnx int8; dtype fp32 alone means torch fp32, the
+    reference (ONNX Runtime fp32 when torch is not installed: the same maths).
     """
     if dtype in (None, "auto"):
         dtype = None
@@ -96,44 +104,72 @@ def pick_precision(
         raise InputError(f"backend must be one of {', '.join(BACKENDS)} (or auto); got {backend!r}")
     gpu = device != "cpu"
     onnx_available = importlib.util.find_spec("onnxruntime") is not None
-    if backend is None and dtype is None and preferred and not gpu and onnx_available:
-        preferred_backend, _, preferred_dtype = preferred.partition("-")
-        if preferred_backend in BACKENDS and preferred_dtype in DTYPES:
-            backend, dtype = preferred_backend, DTYPES[preferred_dtype]
+    asked = ", ".join(f"{key}={value}" for key, value in (("backend", backend), ("dtype", dtype)) if value)
+    reason = f"asked for: {asked}" if asked else "GPU default" if gpu else "onnxruntime is not installed"
+    # Then the checkpoint's pin, then this machine's (TEXTCLASS_PRECISION, e.g. "onnx-fp32": the test suite pins
+    # exact fp32 so that its answers do not depend on the CPU it runs on), then the CPU's instruction set.
+    pins = (("config.json: textclass_precision", preferred), (PRECISION_ENV, os.environ.get(PRECISION_ENV)))
+    required = True
+    for source, pin in pins:
+        if backend is not None or dtype is not None or not pin or gpu or not onnx_available:
+            continue
+        pinned_backend, _, pinned_dtype = pin.partition("-")
+        if pinned_backend not in BACKENDS or pinned_dtype not in DTYPES:
+            log.warning("textclass: ignoring %s=%r: expected BACKEND-DTYPE, e.g. onnx-fp32 or onnx-int8", source, pin)
+            continue
+        backend, dtype, reason = pinned_backend, DTYPES[pinned_dtype], f"{source}={pin}"
+        required = source != PRECISION_ENV  # the machine's pin is a default: it may fall back like one
+        if dtype == "bfloat16" and (slow := emulated_bf16()):
+            log.warning("textclass: %s, but %s; running this CPU's default instead", reason, slow)
+            backend, dtype = None, None
     if backend is None and dtype is None and not gpu and onnx_available:
-        return Precision("onnx", "float32", required=False)
+        choice = default_mode()
+        return Precision(choice.backend, choice.dtype, required=False, reason=choice.reason)
+    if dtype == "bfloat16" and not gpu and installed("torch") and (slow := emulated_bf16()):  # else: no torch at all
+        warnings.warn(f"textclass: {slow}; leave dtype out for this CPU's fast mode ({default_mode().dtype}) or "
+                      "pass dtype='fp32'", stacklevel=3)  # fmt: skip
     if backend is None:
-        backend = "onnx" if not gpu and dtype == "int8" and onnx_available else "torch"
+        onnx_dtypes = ("int8", "float32") if not installed("torch") else ("int8",)
+        backend = "onnx" if not gpu and dtype in onnx_dtypes and onnx_available else "torch"
     if backend == "onnx":
         if gpu:
             raise InputError(f"the onnx backend runs on CPU only; use backend='torch' for device {device!r}")
         if dtype not in (None, "float32", "int8"):
             raise InputError(f"the onnx backend runs fp32 or int8, not {dtype}; use backend='torch' for it")
-        return Precision("onnx", dtype or "float32")
+        return Precision("onnx", dtype or "float32", required, reason)
     if dtype == "int8" and gpu:
         raise InputError("torch int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
-    return Precision("torch", dtype or ("bfloat16" if gpu else "float32"))
+    return Precision("torch", dtype or ("bfloat16" if gpu else "float32"), reason=reason)
 
 
 def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tuple[Engine, bool]:
     """The engine for a checkpoint, and whether the checkpoint has a classification head."""
     if precision.backend == "onnx":
         from textclass import artefacts
+        from textclass.export import bare_encoder_error
         from textclass.onnx_engine import OnnxEngine
 
         mode = "int8" if precision.dtype == "int8" else "fp32"
         found = artefacts.find(checkpoint, mode)
         if found is None and missing_head(checkpoint):
-            # A bare encoder cannot classify: load it as torch does, and classifying explains why not.
+            # A bare encoder cannot classify: load it as torch does, and classifying explains why not (without
+            # torch, say it now).
+            if not installed("torch"):
+                raise bare_encoder_error(checkpoint)
             return load_engine(checkpoint, device, Precision("torch", "float32"))
         try:
             path, manifest = found or artefacts.ensure(checkpoint, mode)
-            return OnnxEngine(path, mode, cache_key=artefacts.session_key(manifest)), True
+            engine = OnnxEngine(path, mode, cache_key=artefacts.session_key(manifest))
+            engine.reason = precision.reason
+            return engine, True
         except Exception as exc:  # export or ORT failures of every kind: only a default may fall back
-            if precision.required:
+            if precision.required or (mode == "fp32" and not installed("torch")):
                 raise
-            log.warning("textclass: no ONNX Runtime engine for %s (%s); running torch fp32", checkpoint.folder, exc)
-            return load_engine(checkpoint, device, Precision("torch", "float32"))
+            fallback = ("onnx", "float32") if mode == "int8" else ("torch", "float32")
+            problem = f"no ONNX Runtime {mode} engine for {checkpoint.folder} ({exc})"
+            log.warning("textclass: %s; running %s %s", problem, *fallback)
+            return load_engine(checkpoint, device, Precision(*fallback, required=False, reason=problem))
+    require_torch(f"dtype {precision.dtype} on the torch backend")
     import torch
 
     from textclass.checkpoint import build_model
@@ -144,11 +180,14 @@ def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    return TorchEngine(model, device, precision.dtype), not new_head
+    engine = TorchEngine(model, device, precision.dtype)
+    engine.reason = precision.reason
+    return engine, not new_head
 
 
 class TorchEngine:
     backend = "torch"
+    reason = ""
 
     def __init__(self, model: nn.Module, device: str, dtype: str = "float32"):
         self.model = model

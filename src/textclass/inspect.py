@@ -14,11 +14,12 @@ from textclass.errors import CheckpointError
 def _tensor_shapes(checkpoint: Checkpoint) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, dtype); safetensors from the headers alone, other formats by reading the tensors."""
     if checkpoint.weight_format != "safetensors":
-        from textclass.checkpoint import read_tensors  # names the file when it cannot be read
+        from textclass.checkpoint import read_arrays, read_tensors  # they name the file when it cannot be read
 
+        # tf_model.h5 reads as numpy (float32, as Keras saved it); pytorch_model.bin needs torch.
+        tensors = read_arrays(checkpoint) if checkpoint.weight_format == "h5" else read_tensors(checkpoint)
         return {
-            name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
-            for name, tensor in read_tensors(checkpoint).items()
+            name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")) for name, tensor in tensors.items()
         }
     from safetensors import safe_open
 
@@ -61,4 +62,13 @@ def describe(path_or_id: str | os.PathLike[str]) -> dict[str, Any]:
         "weight_dtype": dtypes.most_common(1)[0][0] if dtypes else None,
         "weight_files": [p.name for p in checkpoint.weight_files],
         "weight_bytes": sum(p.stat().st_size for p in checkpoint.weight_files),
+        **_default_precision(checkpoint),
     }
+
+
+def _default_precision(checkpoint: Checkpoint) -> dict[str, str]:
+    """The mode Classifier.from_pretrained would run here by default, and why (chosen, not loaded)."""
+    from textclass.engine import pick_device, pick_precision
+
+    precision = pick_precision(pick_device(None), preferred=checkpoint.config.raw.get("textclass_precision"))
+    return {"default_precision": f"{precision.backend}-{precision.dtype}", "precision_reason": precision.reason}

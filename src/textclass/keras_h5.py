@@ -1,21 +1,20 @@
-"""Read a `tf_model.h5` (Keras H5 weights, as transformers 4.x TF models save them) into PyTorch-named tensors.
+"""Read a `tf_model.h5` (Keras H5 weights, as transformers 4.x TF models save them) into PyTorch-named arrays.
 
-Only h5py is needed; TensorFlow is never imported. The file holds one group per top-level Keras layer
-(`layer_names`), each listing its variables in `weight_names` as `<model scope>/<layer>/<path>:0`. As in
-transformers' own TF loader, the model scope (`tf_bert_for_sequence_classification`) is dropped and the rest is
-translated by `models.tf_names`.
+Only h5py and numpy are needed; neither TensorFlow nor torch is imported. The file holds one group per
+top-level Keras layer (`layer_names`), each listing its variables in `weight_names` as
+`<model scope>/<layer>/<path>:0`. As in transformers' own TF loader, the model scope
+(`tf_bert_for_sequence_classification`) is dropped and the rest is translated by `models.tf_names`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from textclass.errors import CheckpointError
 from textclass.models.tf_names import pytorch_name
-
-if TYPE_CHECKING:
-    import torch
 
 
 def _names(node: Any, key: str) -> list[str]:
@@ -30,13 +29,11 @@ def _names(node: Any, key: str) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_keras_h5(path: Path) -> dict[str, torch.Tensor]:
-    """PyTorch name → tensor for every variable in the file, Dense kernels transposed to (out, in)."""
+def read_keras_h5(path: Path) -> dict[str, np.ndarray]:
+    """PyTorch name → array for every variable in the file, Dense kernels transposed to (out, in)."""
     import h5py
-    import numpy as np
-    import torch
 
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
     with h5py.File(path, "r") as file:
         root = file["model_weights"] if "model_weights" in file and "layer_names" not in file.attrs else file
@@ -53,6 +50,6 @@ def read_keras_h5(path: Path) -> dict[str, torch.Tensor]:
                 array = np.asarray(group[weight_name])
                 if transposed and array.ndim == 2:
                     array = array.T  # (in, out) → (out, in)
-                tensors[name] = torch.from_numpy(np.ascontiguousarray(array))
+                tensors[name] = np.ascontiguousarray(array)
                 sources[name] = weight_name
     return tensors

@@ -46,6 +46,7 @@ def cpu_threads() -> int:
 
 class OnnxEngine:
     backend = "onnx"
+    reason = ""  # why this mode runs (engine.load_engine sets it)
 
     def __init__(self, path: Path, mode: str, threads: int | None = None, cache_key: str | None = None):
         self.threads = threads or cpu_threads()

@@ -43,9 +43,12 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def apply(logits: np.ndarray, function: str) -> np.ndarray:
-    """(n, labels) float32 logits -> (n, labels) scores."""
+def apply(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
+    """(n, labels) float32 logits -> (n, labels) scores. softmax and sigmoid first divide the logits by the
+    checkpoint's calibration temperature (`Classifier.temperature`); "none" returns the logits as they are."""
     logits = np.asarray(logits, dtype=np.float32)
+    if function != "none" and temperature != 1.0:
+        logits = logits / np.float32(temperature)
     if function == "softmax":
         return softmax(logits)
     if function == "sigmoid":

@@ -1,4 +1,7 @@
-"""A batch job: its settings, the fingerprint that guards --resume, the progress bar, and the engine dispatch."""
+"""A batch job: its settings, its result, the fingerprint that guards --resume, and the progress bar.
+
+The engines (local.py, ray_engine.py) take these; run.py dispatches to them.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textclass.batch.readers import InputSpec, check_columns, detect_format, id_type
-from textclass.batch.score import ScoreOptions, output_schema
-from textclass.batch.writer import PartStore, output_format
-from textclass.errors import InputError
+from textclass.batch.readers import InputSpec
+from textclass.batch.score import ScoreOptions
 
 ENGINES = ("local", "ray")
 
@@ -30,6 +31,7 @@ class BatchJob:
     workers: int = 2  # Ray actors, each holding one copy of the model
     device: str | None = None
     dtype: str | None = None
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,42 +45,6 @@ class BatchResult:
     @property
     def rows_per_second(self) -> float:
         return self.scored_now / self.seconds if self.seconds else 0.0
-
-
-def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
-    """Score every row of job.input into job.output; with resume, continue an interrupted run of the same job."""
-    from textclass.bundled import resolve_model
-    from textclass.checkpoint import open_checkpoint
-
-    if job.engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {job.engine!r}")
-    if job.chunk_rows < 1 or job.workers < 1 or job.score.top_k < 0:
-        raise InputError("--chunk-rows and --workers must be at least 1, --top-k at least 0")
-    if not Path(job.input).is_file():
-        raise InputError(f"input file {job.input} does not exist")
-    spec = InputSpec(str(Path(job.input).resolve()), detect_format(job.input), job.text_column, job.id_column)
-    output_format(job.output)
-    total_rows = check_columns(spec)
-    model = resolve_model(job.model)
-    checkpoint = open_checkpoint(model)  # config and labels only; the engines load the weights
-    schema = output_schema(checkpoint.config.id2label, id_type(spec), job.score)
-    store = PartStore(job.output, schema, fingerprint(job, spec, checkpoint.folder), job.resume)
-    start_rows, started = store.rows_done, time.perf_counter()
-    with Progress(spec, total_rows, store.rows_done, enabled=show_progress) as progress:
-        if job.engine == "local":
-            from textclass.batch.local import run_local
-
-            errors = run_local(job, spec, model, schema, store, progress)
-        else:
-            try:
-                from textclass.batch.ray_engine import run_ray
-            except ImportError as exc:
-                raise InputError(f"--engine ray needs Ray Data ({exc}); pip install 'textclass[ray]'") from None
-
-            errors = run_ray(job, spec, model, schema, store, progress)
-    output = store.finish()
-    seconds = time.perf_counter() - started
-    return BatchResult(output, store.rows_done, store.rows_done - start_rows, errors, seconds)
 
 
 def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str, Any]:
@@ -100,6 +66,7 @@ def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str,
         "chunk_rows": job.chunk_rows,
         "device": job.device,
         "dtype": job.dtype,
+        "backend": job.backend,
     }
 
 

@@ -14,16 +14,14 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Empty, Full, Queue
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 
+from textclass.batch.job import BatchJob, Progress
 from textclass.batch.readers import InputSpec, read_chunks
 from textclass.batch.score import finish, prepare
 from textclass.batch.writer import PartStore
-
-if TYPE_CHECKING:
-    from textclass.batch.job import BatchJob, Progress
 
 T = TypeVar("T")
 PREFETCH_CHUNKS = 2  # chunks read ahead; with the one being scored and those being written, memory stays bounded
@@ -36,7 +34,7 @@ def run_local(
     """Score the rows after store.rows_done into the store; returns how many rows got an error."""
     from textclass.api import Classifier
 
-    clf = Classifier.from_pretrained(model, device=job.device, dtype=job.dtype)
+    clf = Classifier.from_pretrained(model, device=job.device, dtype=job.dtype, backend=job.backend)
     chunks = read_chunks(spec, job.chunk_rows, store.rows_done, on_bytes=progress.on_bytes)
     errors = 0
 
@@ -47,7 +45,7 @@ def run_local(
     with ThreadPoolExecutor(1, thread_name_prefix="textclass-writer") as writer:
         pending: deque[Future] = deque()
         for chunk in in_background(chunks, PREFETCH_CHUNKS):
-            prepared = prepare(clf, chunk)
+            prepared = prepare(clf, chunk, job.score)
             table = finish(clf, prepared, clf.run(prepared.encoded), job.score, schema)
             errors += table.num_rows - len(prepared.valid)
             pending.append(writer.submit(write, table))

@@ -15,19 +15,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import ray
 from ray.data.datasource import FileBasedDatasource
 
+from textclass.batch.job import BatchJob, Progress
 from textclass.batch.readers import InputSpec, read_chunks
 from textclass.batch.score import ScoreOptions, score_chunk
 from textclass.batch.writer import PartStore
 from textclass.errors import TextclassError
-
-if TYPE_CHECKING:
-    from textclass.batch.job import BatchJob, Progress
 
 
 class _InputFile(FileBasedDatasource):
@@ -49,10 +47,11 @@ class _InputFile(FileBasedDatasource):
 class _Scorer:
     """One actor: loads the model once, then scores chunk after chunk."""
 
-    def __init__(self, model: str, device: str | None, dtype: str | None, options: ScoreOptions, schema: pa.Schema):
+    def __init__(self, model: str, precision: dict[str, str | None], options: ScoreOptions, schema: pa.Schema):
+        """precision: from_pretrained's device, dtype and backend."""
         from textclass.api import Classifier
 
-        self.clf = Classifier.from_pretrained(model, device=device, dtype=dtype)
+        self.clf = Classifier.from_pretrained(model, **precision)
         self.options, self.schema = options, schema
 
     def __call__(self, chunk: pa.Table) -> pa.Table:
@@ -72,8 +71,7 @@ def run_ray(job: BatchJob, spec: InputSpec, model: str, schema: pa.Schema, store
             _Scorer,
             fn_constructor_kwargs={
                 "model": os.path.abspath(model) if os.path.exists(model) else model,
-                "device": job.device,
-                "dtype": job.dtype,
+                "precision": {"device": job.device, "dtype": job.dtype, "backend": job.backend},
                 "options": job.score,
                 "schema": schema,
             },

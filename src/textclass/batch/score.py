@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from textclass import postprocess
+from textclass import chunking, postprocess
 
 if TYPE_CHECKING:
     from textclass.api import Classifier
@@ -27,6 +27,11 @@ TOP_K_TYPE = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())
 class ScoreOptions:
     top_k: int = 1  # labels in the `top_k` column, best first; 0 = all; 1 = no such column (label/score say it)
     all_scores: bool = False  # one `score_<label>` column per label, in the model's label order
+    # Texts past the model's limit: "truncate", or "chunk" (windows scored and aggregated; a `windows` column).
+    long_text: str = "truncate"
+    chunk_tokens: int | None = None
+    stride: int | None = None
+    aggregate: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class Prepared:
     chunk: pa.Table
     errors: list[str | None]  # per row; None where the row is scored
     valid: np.ndarray  # (scored rows,) int64 positions of the scored rows in the chunk
-    encoded: list[Encoded]  # tokenized texts of the valid rows, in the same order
+    encoded: list[Encoded]  # tokenized texts of the valid rows (their windows, when chunking), in the same order
+    plan: chunking.Plan | None = None  # long_text "chunk": which windows belong to which valid row
 
 
 def output_schema(labels: Sequence[str], id_type: pa.DataType, options: ScoreOptions) -> pa.Schema:
@@ -43,6 +49,8 @@ def output_schema(labels: Sequence[str], id_type: pa.DataType, options: ScoreOpt
         fields.append(("top_k", TOP_K_TYPE))
     if options.all_scores:
         fields += [(f"score_{label}", pa.float32()) for label in labels]
+    if options.long_text == "chunk":
+        fields.append(("windows", pa.int32()))
     fields.append(("error", pa.string()))
     return pa.schema(fields)
 
@@ -68,7 +76,7 @@ def decode_texts(column: pa.ChunkedArray | pa.Array) -> tuple[list[str | None], 
     return column.to_pylist(), [None] * len(column)
 
 
-def prepare(clf: Classifier, chunk: pa.Table) -> Prepared:
+def prepare(clf: Classifier, chunk: pa.Table, options: ScoreOptions = ScoreOptions()) -> Prepared:
     texts, decode_errors = decode_texts(chunk.column("text"))
     errors: list[str | None] = []
     for text, reader_error, decode_error in zip(texts, chunk.column("error").to_pylist(), decode_errors):
@@ -81,6 +89,11 @@ def prepare(clf: Classifier, chunk: pa.Table) -> Prepared:
         else:
             errors.append(None)
     valid = np.flatnonzero(np.array([e is None for e in errors], dtype=bool))
+    windows = chunking.windows_for(clf.tokenizer, options.long_text, options.chunk_tokens, options.stride,
+                                   options.aggregate)  # fmt: skip
+    if windows is not None:
+        plan = windows.plan([texts[i] for i in valid], strict=False)
+        return Prepared(chunk, errors, valid, plan.encoded, plan)
     encoded = clf.encode([texts[i] for i in valid]) if len(valid) else []
     return Prepared(chunk, errors, valid, encoded)
 
@@ -91,7 +104,10 @@ def finish(
     """Output rows for a prepared chunk given (scored rows, num_labels) logits."""
     config = clf.config
     function = postprocess.resolve_function(None, config.problem_type, config.num_labels)
-    scores = postprocess.apply(logits, function)  # (scored rows, num_labels)
+    # As clf(texts) scores them: the checkpoint's calibration temperature included.
+    scores = postprocess.apply(logits, function, clf.temperature)  # (scored rows, num_labels), or (windows, ...)
+    if prepared.plan is not None:
+        scores = prepared.plan.combine(scores)
     rows = prepared.chunk.num_rows
     missing = np.ones(rows, dtype=bool)  # True where the row has no score
     missing[prepared.valid] = False
@@ -118,10 +134,12 @@ def finish(
     if options.all_scores:
         for index, label in enumerate(labels):
             columns[f"score_{label}"] = pa.array(per_row(scores[:, index], 0, np.float32), mask=missing)
+    if prepared.plan is not None:
+        columns["windows"] = pa.array(per_row(np.array(prepared.plan.counts), 0, np.int32), mask=missing)
     columns["error"] = pa.array(prepared.errors, pa.string())
     return pa.Table.from_pydict(columns, schema=schema)
 
 
 def score_chunk(clf: Classifier, chunk: pa.Table, options: ScoreOptions, schema: pa.Schema) -> pa.Table:
-    prepared = prepare(clf, chunk)
+    prepared = prepare(clf, chunk, options)
     return finish(clf, prepared, clf.run(prepared.encoded), options, schema)

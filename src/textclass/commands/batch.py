@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from textclass.commands.common import BackendOption, DeviceOption, DtypeOption, ModelOption, fail
+
 
 class Engine(str, Enum):
     local = "local"
@@ -18,10 +20,7 @@ class Engine(str, Enum):
 def batch(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL or Parquet file to score.")],
     output_file: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet or .jsonl.")],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Checkpoint folder or bundled model name (default: the bundled model)."),
-    ] = None,
+    model: ModelOption = None,
     text_column: Annotated[str, typer.Option(help="Column (or JSON key) holding the text.")] = "text",
     id_column: Annotated[
         str | None, typer.Option(help="Column copied to the output `id` (default: the 0-based row number).")
@@ -34,13 +33,19 @@ def batch(
         Engine.local
     ),
     workers: Annotated[int, typer.Option(help="Ray engine: model-holding actors.", min=1)] = 2,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: ONNX Runtime fp32 on CPU).")] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    long_text: Annotated[
+        str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows; a windows column).")
+    ] = "truncate",
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")] = None,
+    aggregate: Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")] = "mean",
 ) -> None:
     """Score every row of a large file; rows that cannot be scored are kept with an error."""
     from textclass.batch import BatchJob, ScoreOptions, run_batch
-    from textclass.cli import fail
     from textclass.errors import TextclassError
 
     job = BatchJob(
@@ -49,13 +54,15 @@ def batch(
         model=model,
         text_column=text_column,
         id_column=id_column,
-        score=ScoreOptions(top_k=top_k, all_scores=all_scores),
+        score=ScoreOptions(top_k=top_k, all_scores=all_scores, long_text=long_text, chunk_tokens=chunk_tokens,
+                           stride=stride, aggregate=aggregate),  # fmt: skip
         chunk_rows=chunk_rows,
         engine=engine.value,
         resume=resume,
         workers=workers,
         device=device,
         dtype=dtype,
+        backend=backend,
     )
     try:
         result = run_batch(job, show_progress=not quiet and sys.stderr.isatty())

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from textclass.commands.common import fail
+
 
 def convert(
     model: Annotated[
@@ -18,7 +20,6 @@ def convert(
 
     Reads safetensors, pytorch_model.bin or tf_model.h5 (TensorFlow-era checkpoints; TensorFlow is not needed).
     """
-    from textclass.cli import fail
     from textclass.convert import convert_checkpoint
     from textclass.errors import TextclassError
 

@@ -6,21 +6,25 @@ from typing import Annotated
 
 import typer
 
+from textclass.commands.common import BackendOption, DeviceOption, DtypeOption, ModelOption, fail
+
 
 def serve(
-    model: Annotated[
+    model: ModelOption = None,
+    model_id: Annotated[
         str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Checkpoint folder, hub id (org/name) or bundled model name (default: the bundled model).",
-        ),
+        typer.Option(help="The model's name for clients (/info, /ui) [default: the bundled model's or folder's name]."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all interfaces).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
     max_batch_tokens: Annotated[
-        int, typer.Option(help="Padded tokens one model batch may hold; the batcher cuts batches by it.", min=1)
-    ] = 16384,
+        int | None,
+        typer.Option(
+            help="Padded tokens (rows × longest) per model forward pass: the one budget, by which the batcher cuts "
+            "what it takes from the queue [default: 2048 on CPU, 16384 on a GPU].",
+            min=1,
+        ),
+    ] = None,
     max_client_batch_size: Annotated[int, typer.Option(help="Texts one request may send (more: 413).", min=1)] = 32,
     payload_limit: Annotated[int, typer.Option(help="Request body limit in bytes (more: 413).", min=1)] = 2_000_000,
     max_concurrent_requests: Annotated[
@@ -30,20 +34,21 @@ def serve(
         str | None,
         typer.Option(help="Require `Authorization: Bearer KEY` on POST routes and /info.", envvar="TEXTCLASS_API_KEY"),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: ONNX Runtime fp32 on CPU).")] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
     access_log: Annotated[
         bool, typer.Option(help="One JSON line per request on stderr (a proxy's log may already have them).")
     ] = True,
 ) -> None:
     """Serve a classifier over HTTP: TEI's /predict, InferenceClient's POST /, /health, /metrics, /ui."""
-    from textclass.cli import fail
     from textclass.errors import TextclassError
     from textclass.server.run import serve as run_server
     from textclass.server.settings import ServerSettings
 
     settings = ServerSettings(
         model=model,
+        model_id=model_id,
         host=host,
         port=port,
         max_batch_tokens=max_batch_tokens,
@@ -53,6 +58,7 @@ def serve(
         api_key=api_key,
         device=device,
         dtype=dtype,
+        backend=backend,
         access_log=access_log,
     )
     try:

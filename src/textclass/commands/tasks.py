@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from textclass.commands.common import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    FormatOption,
+    InputOption,
+    ModelOption,
+    OutputFormat,
+    fail,
+    read_texts,
+)
 from textclass.tasks import DEFAULT_HYPOTHESIS_TEMPLATE
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-
-
-# cli.py imports this module at its end, so its own option types are not imported here.
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name."),
-]
-InputOption = Annotated[Path | None, typer.Option("--input", "-i", help="File with one text per line ('-' for stdin).")]
-FormatOption = Annotated[Format, typer.Option("--format", "-f")]
-DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")]
-DtypeOption = Annotated[
-    str | None, typer.Option(help="fp32 (exact, torch), bf16, fp16 or int8 (default: onnx fp32 on CPU, bf16 on GPU).")
-]
 
 
 def rerank(
@@ -37,23 +27,23 @@ def rerank(
     model: ModelOption = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", help="Keep the N best texts.", min=1)] = None,
     raw_scores: Annotated[bool, typer.Option("--raw-scores", help="Logits instead of sigmoid scores.")] = False,
-    output_format: FormatOption = Format.table,
+    output_format: FormatOption = OutputFormat.table,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """Rank texts (one per line, from --input or standard input) by relevance to QUERY with a cross-encoder."""
-    from textclass.cli import fail, read_texts
     from textclass.errors import TextclassError
 
     texts = read_texts(None, input_file)
     try:
         from textclass.api import Classifier
 
-        clf = Classifier.from_pretrained(model, device=device, dtype=dtype)
+        clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
         ranked = clf.rerank(query, texts, top_n=top_n, return_text=True, raw_scores=raw_scores)
     except TextclassError as exc:
         fail(str(exc))
-    if output_format is Format.table:
+    if output_format is OutputFormat.table:
         print_table(["rank", "index", "score", "text"],
                     [[str(rank), str(r["index"]), f"{r['score']:.4f}", r["text"]] for rank, r in
                      enumerate(ranked, 1)])  # fmt: skip
@@ -74,12 +64,12 @@ def zero_shot(
     ] = DEFAULT_HYPOTHESIS_TEMPLATE,
     input_file: InputOption = None,
     model: ModelOption = None,
-    output_format: FormatOption = Format.table,
+    output_format: FormatOption = OutputFormat.table,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """Classify texts into labels chosen now, with an NLI model (e.g. one fine-tuned on MNLI)."""
-    from textclass.cli import fail, read_texts
     from textclass.errors import TextclassError
 
     if not labels:
@@ -88,11 +78,11 @@ def zero_shot(
     try:
         from textclass.api import Classifier
 
-        clf = Classifier.from_pretrained(model, device=device, dtype=dtype)
+        clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
         results = clf.zero_shot(items, labels, hypothesis_template=template, multi_label=multi_label)
     except TextclassError as exc:
         fail(str(exc))
-    if output_format is Format.table:
+    if output_format is OutputFormat.table:
         print_table(["text", "label", "score"],
                     [[r["sequence"], "\n".join(r["labels"]), "\n".join(f"{s:.4f}" for s in r["scores"])]
                      for r in results])  # fmt: skip
@@ -100,9 +90,9 @@ def zero_shot(
         print_json(results, output_format)
 
 
-def print_json(rows: list[dict[str, Any]], output_format: Format) -> None:
+def print_json(rows: list[dict[str, Any]], output_format: OutputFormat) -> None:
     """json: one array; jsonl: one object a line."""
-    if output_format is Format.json:
+    if output_format is OutputFormat.json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     for row in rows:

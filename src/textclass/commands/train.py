@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-def fail(message: str) -> None:
-    from textclass.cli import fail as cli_fail  # one place prints CLI errors
-
-    cli_fail(message)
-
-
-class TaskOption(str, Enum):
-    single_label = "single-label"
-    multi_label = "multi-label"
-    regression = "regression"
+from textclass.commands.common import BackendOption, DeviceOption, DtypeOption, ModelOption, fail
 
 
 def train(
@@ -86,6 +75,9 @@ def train(
     if multi_label and regression:
         fail("choose --multi-label or --regression, not both")
     try:
+        from textclass.extras import require_torch
+
+        require_torch("textclass train", extra="train")
         from textclass.engine import pick_device
         from textclass.train.progress import RichReporter
         from textclass.train.run import train as run_train
@@ -120,8 +112,8 @@ def train(
 
 
 def evaluate(
-    model: Annotated[str, typer.Option("--model", "-m", help="Fine-tuned checkpoint folder.")],
     data: Annotated[Path, typer.Option("--data", help="Labelled data: .csv, .tsv, .jsonl, .json, .parquet.")],
+    model: ModelOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write metrics.json and PNG plots here.")] = None,
     errors: Annotated[int, typer.Option("--errors", help="Show the N most confident mistakes.", min=0)] = 0,
     text_column: Annotated[str | None, typer.Option(help="[default: text or sentence]")] = None,
@@ -130,7 +122,9 @@ def evaluate(
     label_delimiter: Annotated[str | None, typer.Option(help="Multi-label cells like 'a|b': the delimiter.")] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input [default: the model's limit].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON instead of tables.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: GPU when there is one].")] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """Score a checkpoint on labelled data: accuracy, F1, calibration, confusion matrix, plots."""
     from textclass.errors import TextclassError
@@ -142,6 +136,7 @@ def evaluate(
         report = run_eval(
             model, data, out_dir=out, errors=errors, text_column=text_column, text_pair_column=text_pair_column,
             label_column=label_column, label_delimiter=label_delimiter, max_length=max_length, device=device,
+            dtype=dtype, backend=backend,
         )  # fmt: skip
     except TextclassError as exc:
         fail(str(exc))

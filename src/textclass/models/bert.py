@@ -12,8 +12,10 @@ from textclass.config import EncoderConfig, activation_name, read_labels, requir
 from textclass.errors import CheckpointError
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
 
-# The shared post-LN encoder (models/encoder.py) that the BERT lineage runs on.
+# The shared post-LN encoder (models/encoder.py) that the BERT lineage runs on, and its ONNX graph built without
+# torch (onnx_graph.py mirrors encoder.py's explicit-attention export).
 ENCODER_MODEL = "textclass.models.encoder:SequenceClassifier"
+ENCODER_ONNX = "textclass.onnx_graph:build_graph"
 
 _EMBEDDINGS = {
     "embeddings.word_embeddings": "encoder.embeddings.word",
@@ -98,6 +100,7 @@ BERT = Family(
     ignored_prefixes=("embeddings.position_ids", "cls.", "lm_head."),
     token_types=True,
     onnx_fusion="bert",
+    onnx_builder=ENCODER_ONNX,
 )
 
 ROBERTA = Family(
@@ -115,6 +118,7 @@ ROBERTA = Family(
         "camembert": "CamembertForSequenceClassification",
     },
     onnx_fusion="bert",
+    onnx_builder=ENCODER_ONNX,
     tokenizer_files=(*TOKENIZER_FILES, "sentencepiece.bpe.model"),
     # A RoBERTa classifier has no pooler; base checkpoints carry one (and an LM head) that we leave unused.
     ignored_prefixes=("embeddings.position_ids", "pooler.", "lm_head."),

@@ -6,7 +6,7 @@ from typing import Any
 
 from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
-from textclass.models.bert import ENCODER_MODEL, bert_lineage_table
+from textclass.models.bert import ENCODER_MODEL, ENCODER_ONNX, bert_lineage_table
 from textclass.models.family import Family
 
 
@@ -69,6 +69,7 @@ DISTILBERT = Family(
     architectures={"distilbert": "DistilBertForSequenceClassification"},
     ignored_prefixes=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
     onnx_fusion="bert",
+    onnx_builder=ENCODER_ONNX,
 )
 
 FAMILIES = (DISTILBERT,)

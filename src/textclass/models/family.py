@@ -47,6 +47,9 @@ class Family:
     # model_type for ONNX Runtime's transformer optimizer, which fuses attention and norms; None exports the
     # plain graph (ORT's own graph optimizations still run when the session opens).
     onnx_fusion: str | None = None
+    # "module:function" that builds the classifier's ONNX graph from config.json and numpy weights, without
+    # torch (textclass.onnx_graph:build_graph for the BERT lineage); None: the torch exporter, which needs torch.
+    onnx_builder: str | None = None
     tokenizer_files: tuple[str, ...] = TOKENIZER_FILES
 
     def weight_table(self, config: EncoderConfig) -> dict[str, str]:
@@ -59,6 +62,11 @@ class Family:
     def hf_name(self, name: str) -> str:
         """The full HF name of a table entry: head modules outside the base model as they are, the rest prefixed."""
         return name if name.startswith(self.top_level_head) else f"{self.base_prefix}.{name}"
+
+    def build_onnx(self, config: EncoderConfig, weights: Mapping[str, Any], sources: Mapping[str, str]) -> Any:
+        """The classifier's onnx.ModelProto from our-named float32 arrays (`sources`: ours -> checkpoint name)."""
+        module, _, function = (self.onnx_builder or "").partition(":")
+        return getattr(importlib.import_module(module), function)(config, weights, sources)
 
     def build(self, config: EncoderConfig) -> nn.Module:
         """The family's nn.Module for `config`, with uninitialised weights (callers load or initialise them)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,23 +14,27 @@ from typing import Any
 import anyio
 import numpy as np
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from textclass import __version__, postprocess, tasks
+from textclass import __version__, chunking, postprocess, tasks
 from textclass.api import Classifier
 from textclass.errors import InputError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
-from textclass.server.errors import ApiError, add_error_handlers, error_body
+from textclass.server.errors import ApiError, add_error_handlers, documented, error_body
+from textclass.server.explaining import MAX_EXPLAIN_INPUTS, explainer
 from textclass.server.fastpath import FastPath, render
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
+    ClassifierModel,
     ClassifyParameters,
     ClassifyRequest,
     DecodeRequest,
-    ErrorResponse,
-    InputShapeError,
+    ExplainRequest,
+    Explanation,
+    Info,
     LabelScore,
+    LongTextOptions,
     PredictRequest,
     Rank,
     RerankRequest,
@@ -37,29 +42,26 @@ from textclass.server.schemas import (
     TokenizeRequest,
     predict_inputs,
 )
-from textclass.server.settings import ServerSettings
-from textclass.tokenize import TextInput
+from textclass.server.settings import ServerSettings, model_name
+from textclass.tokenize import Encoded, TextInput
 
 log = logging.getLogger("textclass.server")
 UI_PAGE = Path(__file__).with_name("ui.html")
 INLINE_TOKENIZE_CHARS = 4096  # below this, tokenizing on the event loop is cheaper than a thread hop
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": what}
-    for status, what in (
-        (401, "Missing or wrong API key"),
-        (413, "Too many inputs, body too large, or an input too long with truncate=false"),
-        (422, "Malformed JSON, wrong types or empty inputs"),
-        (429, "Too many concurrent requests; retry after Retry-After seconds"),
-        (500, "The model failed on the batch holding this request"),
-    )
-}
+# Above it, the Rust tokenizer encodes a request's texts in its thread pool: one thread per CPU we may use.
+TOKENIZATION_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# What each route can answer besides 200 (401 only when the server has an API key).
+TOKENIZER_ERRORS = documented(400, 401, 413, 422)
+ERRORS = documented(400, 401, 413, 422, 429, 500, 503)  # the routes that run the model
 # A request the served model cannot do (TEI answers /rerank on a classifier so): rerank, zero-shot.
-TASK_ERRORS = {**ERRORS, 424: {"model": ErrorResponse, "description": "The served model cannot do this task"}}
+TASK_ERRORS = documented(400, 401, 413, 422, 424, 429, 500, 503)
 
 
 def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     metrics = ServerMetrics()
-    batcher = Batcher(clf.run, settings.max_batch_tokens, metrics)
+    # One token budget, the classifier's (--max-batch-tokens): the batcher takes no more than one forward pass
+    # holds, so the classifier never splits a batch for size (only, maybe, its rows that would be mostly padding).
+    batcher = Batcher(clf.run, clf.max_batch_tokens, metrics)
     labels = clf.labels
     status = {"ready": False, "in_flight": 0}
 
@@ -85,25 +87,28 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     )
     add_error_handlers(app)
 
-    async def classify(items: list[TextInput], truncate: bool, side: str) -> np.ndarray:
-        """(inputs, labels) logits for one request, computed in batches shared with other requests."""
+    async def classify(
+        items: list[TextInput], truncate: bool, side: str, encoded: list[Encoded] | None = None
+    ) -> np.ndarray:
+        """(inputs, labels) logits for one request, computed in batches shared with other requests; with
+        `encoded` (long-text windows, explain's variants), those rows are run instead, one logit row each."""
         if status["in_flight"] >= settings.max_concurrent_requests:
             raise ApiError(
                 429,
-                "overloaded",
                 f"the server is handling its limit of {settings.max_concurrent_requests} concurrent requests; "
                 "retry after the Retry-After seconds",
-                {"Retry-After": "1"},
+                headers={"Retry-After": "1"},
             )
         status["in_flight"] += 1
         metrics.in_flight.inc()
         try:
-            encoded = await off_loop(sum(map(len_chars, items)), encode, items, truncate, side)
+            if encoded is None:
+                encoded = await off_loop(sum(map(len_chars, items)), encode, items, truncate, side)
             return await batcher.infer(encoded)
         except BatchFailed as exc:
-            raise ApiError(500, "backend", f"inference failed for this request's batch: {exc}") from exc
+            raise ApiError(500, f"inference failed for this request's batch: {exc}") from exc
         except ShuttingDown as exc:
-            raise ApiError(503, "unhealthy", "the server is shutting down; retry on another replica") from exc
+            raise ApiError(503, "the server is shutting down; retry on another replica") from exc
         finally:
             status["in_flight"] -= 1
             metrics.in_flight.dec()
@@ -112,7 +117,20 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         try:
             return clf.encode(items, truncation=truncate, truncation_side=side)
         except InputError as exc:  # an input over the model's limit with truncation off
-            raise ApiError(413, "validation", f'{exc} (or send "truncate": true)') from exc
+            raise ApiError(413, f'{exc} (or send "truncate": true)') from exc
+
+    async def scored(
+        items: list[TextInput], truncate: bool, side: str, function: str, options: LongTextOptions
+    ) -> tuple[np.ndarray, list[int] | None]:
+        """(inputs, labels) scores as `clf(...)` gives them (calibration temperature included), and the windows
+        per input with long_text "chunk" (their scores aggregated)."""
+        windows = task_step(422, chunking.windows_for, clf.tokenizer, options.long_text, options.chunk_tokens,
+                            options.stride, options.aggregate)  # fmt: skip
+        if windows is None:
+            return postprocess.apply(await classify(items, truncate, side), function, clf.temperature), None
+        plan = await off_loop(sum(map(len_chars, items)), task_step, 422, windows.plan, items)
+        scores = postprocess.apply(await classify(items, truncate, side, plan.encoded), function, clf.temperature)
+        return plan.combine(scores), plan.counts
 
     async def classify_answer(body: ClassifyRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
@@ -121,25 +139,23 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         params = body.parameters
         if params.candidate_labels is not None:
             return await zero_shot(body.inputs, params), timing(started)
-        try:
-            function = postprocess.resolve_function(params.function_to_apply, clf.config.problem_type, len(labels))
-        except InputError as exc:
-            raise ApiError(422, "validation", f"parameters.function_to_apply: {exc}") from exc
-        scores = postprocess.apply(await classify(items, True, "right"), function)
+        function = postprocess.resolve_function(params.function_to_apply, clf.config.problem_type, len(labels))
+        scores, windows = await scored(items, True, "right", function, params)
         ranked = [postprocess.rank(row, labels, params.top_k) for row in scores]
+        if windows is not None:
+            chunking.add_window_counts(ranked, windows)
         return ranked, timing(started)
 
     async def predict_answer(body: PredictRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
-        try:
-            items, single = predict_inputs(body.inputs)
-        except InputShapeError as exc:
-            raise ApiError(422, "validation", str(exc)) from exc
+        items, single = predict_inputs(body.inputs)
         check_count(len(items), settings.max_client_batch_size)
         truncate = True if body.truncate is None else body.truncate
-        logits = await classify(items, truncate, body.truncation_direction)
         function = "none" if body.raw_scores else postprocess.default_function(clf.config.problem_type, len(labels))
-        ranked = [postprocess.rank(row, labels, None) for row in postprocess.apply(logits, function)]
+        scores, windows = await scored(items, truncate, body.truncation_direction, function, body)
+        ranked = [postprocess.rank(row, labels, None) for row in scores]
+        if windows is not None:
+            chunking.add_window_counts(ranked, windows)
         return (ranked[0] if single else ranked), timing(started)
 
     async def zero_shot(inputs: str | list[str], params: ClassifyParameters) -> list:
@@ -183,7 +199,17 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """TEI's /rerank with a one-output cross-encoder: [{index, score[, text]}] sorted by score, best first."""
         return answer(*await rerank_answer(body))
 
-    @app.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
+    explain_answer = explainer(clf, classify, min(MAX_EXPLAIN_INPUTS, settings.max_client_batch_size))
+
+    @app.post("/explain", response_model=Explanation | list[Explanation], responses=TASK_ERRORS)
+    async def explain(body: ExplainRequest) -> Response:
+        """How much each token and word pushes a label's score: {label, score, tokens, words} for one text, a list
+        for a list (at most 8 texts, see /info). Occlusion runs in the shared batches; integrated gradients (torch)
+        in a worker thread."""
+        started = time.perf_counter()
+        return answer(await explain_answer(body), timing(started))
+
+    @app.post("/tokenize", response_model=list[list[SimpleToken]], responses=TOKENIZER_ERRORS)
     async def tokenize(body: TokenizeRequest) -> Response:
         """TEI's /tokenize: tokens with ids, text, special flag and character offsets (not truncated)."""
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
@@ -203,7 +229,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
             out.append(tokens)
         return JSONResponse(out)
 
-    @app.post("/decode", response_model=list[str], responses=ERRORS)
+    @app.post("/decode", response_model=list[str], responses=TOKENIZER_ERRORS)
     async def decode(body: DecodeRequest) -> Response:
         """TEI's /decode: ids (one list, or a list of lists) back to text."""
         batch = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
@@ -211,39 +237,36 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         try:
             texts = [clf.tokenizer.decode(ids, skip_special_tokens=body.skip_special_tokens) for ids in batch]
         except (OverflowError, TypeError, ValueError) as exc:
-            raise ApiError(422, "tokenizer", f"cannot decode these ids: {exc}; ids must be vocabulary ids") from exc
+            raise ApiError(422, f"cannot decode these ids: {exc}", kind="Tokenizer") from exc
         return JSONResponse(texts)
 
-    @app.get("/health", responses={503: {"model": ErrorResponse}})
+    @app.get("/health", responses=documented(503))
     async def health() -> Response:
         """200 once the model is loaded and a warm-up batch ran; 503 before, while stopping, or if the worker died."""
         if status["ready"] and batcher.alive:
             return JSONResponse({"status": "ok"})
-        return Response(error_body("the model is not ready", "unhealthy"), 503, media_type="application/json")
+        return Response(error_body("the model is not ready", 503), 503, media_type="application/json")
 
-    @app.get("/info")
-    async def info() -> dict[str, Any]:
-        """The served model and the server's limits."""
-        return {
-            "model_id": str(clf.folder),
+    name = settings.model_id or model_name(clf.folder)  # never the server's path: clients see it
+
+    @app.get("/info", response_model=Info, responses=documented(401))
+    async def info() -> Info:
+        """The served model and the server's limits (TEI's Info, then ours)."""
+        return Info(
+            model_id=name, served_model_name=name, model_dtype=clf.engine.dtype,
             # TEI calls a one-output model a reranker.
-            "model_type": {"reranker" if len(labels) == 1 else "classifier": {
-                "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}},
-            "family": clf.config.family,
-            "labels": list(labels),
-            "problem_type": clf.config.problem_type,
-            "model_dtype": getattr(clf.engine, "dtype", None),
-            "device": clf.device,
-            "max_input_length": clf.tokenizer.model_max_length,
-            "max_batch_tokens": settings.max_batch_tokens,
-            "max_client_batch_size": settings.max_client_batch_size,
-            "max_concurrent_requests": settings.max_concurrent_requests,
-            "payload_limit": settings.payload_limit,
-            "auto_truncate": True,
-            "version": __version__,
-        }  # fmt: skip
+            model_type={"reranker" if len(labels) == 1 else "classifier": ClassifierModel(
+                id2label={str(i): n for i, n in enumerate(labels)}, label2id={n: i for i, n in enumerate(labels)})},
+            family=clf.config.family, labels=list(labels), problem_type=clf.config.problem_type, device=clf.device,
+            max_input_length=clf.tokenizer.model_max_length, max_batch_tokens=clf.max_batch_tokens,
+            max_client_batch_size=settings.max_client_batch_size,
+            max_explain_batch_size=min(MAX_EXPLAIN_INPUTS, settings.max_client_batch_size),
+            max_concurrent_requests=settings.max_concurrent_requests, payload_limit=settings.payload_limit,
+            auto_truncate=True, tokenization_workers=TOKENIZATION_WORKERS, version=__version__,
+            precision=clf.precision, precision_reason=clf.precision_reason,
+        )  # fmt: skip
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus exposition: requests, durations, queue, batches, inference time."""
         body, content_type = metrics.render()
@@ -264,12 +287,9 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
 
 
 def check_count(count: int, limit: int, what: str = "inputs") -> None:
-    if count == 0:
-        raise ApiError(422, "validation", f"{what} must not be empty")
+    """The request models refuse empty lists; this is the server's own limit."""
     if count > limit:
-        raise ApiError(
-            413, "validation", f"{count} {what} but at most {limit} per request (--max-client-batch-size); split them"
-        )
+        raise ApiError(413, f"{count} {what} but at most {limit} per request (--max-client-batch-size); split them")
 
 
 def task_step(status: int, function: Any, *args: Any) -> Any:
@@ -277,7 +297,7 @@ def task_step(status: int, function: Any, *args: Any) -> Any:
     try:
         return function(*args)
     except InputError as exc:
-        raise ApiError(status, "validation" if status == 422 else "backend", str(exc)) from exc
+        raise ApiError(status, str(exc)) from exc
 
 
 def len_chars(item: TextInput) -> int:

@@ -1,12 +1,12 @@
 """Dynamic batching: texts from many requests share model calls, cut by a token budget.
 
 Requests put their tokenized texts on one FIFO queue. A single worker thread takes texts from the head
-until the padded size (rows × longest row) would pass `max_batch_tokens`, runs them (the classifier sorts
-them by length and splits them into forward passes of its device budget) and hands each request its
-rows. There is no waiting window: whatever queued while the model was busy forms the next batch, so
-batches grow with load (continuous batching, as TEI does). A request with many texts may span several
-batches; rows are written back by index, so every answer keeps its input order. The model never runs on
-the event loop, and only one batch runs at a time.
+until the padded size (rows × longest row) would pass `max_batch_tokens`, the classifier's own budget (so a
+batch is one forward pass, unless the classifier sets apart rows that would be mostly padding), runs them
+and hands each request its rows. There is no waiting window: whatever queued while the model was busy
+forms the next batch, so batches grow with load (continuous batching, as TEI does). A request with many
+texts may span several batches; rows are written back by index, so every answer keeps its input order.
+The model never runs on the event loop, and only one batch runs at a time.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class FastPath:
         try:
             body = await _read_body(receive, received)
         except HTTPException as exc:  # the Gatekeeper's body limit on a chunked body
-            await send_json(send, exc.status_code, error_body(str(exc.detail), "payload_too_large"), {})
+            await send_json(send, exc.status_code, error_body(str(exc.detail), exc.status_code), {})
             return
         try:
             request = None if body is None else model.model_validate_json(body)
@@ -65,9 +65,9 @@ class FastPath:
             content, headers = await handler(request)
             status, payload = 200, render(content)
         except ApiError as exc:
-            status, payload, headers = exc.status, error_body(exc.message, exc.error_type), exc.headers
+            status, payload, headers = exc.status, error_body(exc.message, exc.status, exc.error_type), exc.headers
         except TextclassError as exc:
-            status, payload = 422, error_body(str(exc), "validation")
+            status, payload = 422, error_body(str(exc), 422)
         await send_json(send, status, payload, headers)
 
 

@@ -56,10 +56,10 @@ class Gatekeeper:
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
                 message = "missing or wrong API key; send the header `Authorization: Bearer <key>`"
-                return 401, error_body(message, "unauthorized"), {"www-authenticate": "Bearer"}
+                return 401, error_body(message, 401), {"www-authenticate": "Bearer"}
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.payload_limit:
-            return 413, error_body(self._too_large(int(length)), "payload_too_large"), {}
+            return 413, error_body(self._too_large(int(length)), 413), {}
         return None
 
     def _too_large(self, size: int | None) -> str:

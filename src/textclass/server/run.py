@@ -93,15 +93,18 @@ def _serve(settings: ServerSettings) -> None:
 
     from textclass.api import Classifier
     from textclass.server.app import create_app
+    from textclass.server.settings import model_name
 
     log.info(json.dumps({"event": "config", **settings.public()}))
     started = time.perf_counter()
-    clf = Classifier.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
+    clf = Classifier.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype,
+                                     backend=settings.backend, max_batch_tokens=settings.max_batch_tokens)  # fmt: skip
     clf.run([])  # a bare encoder without a head fails here, with its message, not at the first request
     log.info(json.dumps({
-        "event": "model_loaded", "model": str(clf.folder), "family": clf.config.family, "labels": list(clf.labels),
-        "device": clf.device, "dtype": getattr(clf.engine, "dtype", None),
-        "max_input_length": clf.tokenizer.model_max_length, "seconds": round(time.perf_counter() - started, 2),
+        "event": "model_loaded", "model_id": settings.model_id or model_name(clf.folder), "folder": str(clf.folder),
+        "family": clf.config.family, "labels": list(clf.labels), "device": clf.device, "precision": clf.precision,
+        "max_batch_tokens": clf.max_batch_tokens, "max_input_length": clf.tokenizer.model_max_length,
+        "seconds": round(time.perf_counter() - started, 2),
     }))  # fmt: skip
     app = create_app(clf, settings)
     config = uvicorn.Config(

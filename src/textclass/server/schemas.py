@@ -9,38 +9,82 @@ classification as the Inference API answers it: [{label, score}], best first.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from textclass.tasks import DEFAULT_HYPOTHESIS_TEMPLATE, MAX_CANDIDATE_LABELS
 from textclass.tokenize import TextInput
 
+# TEI's error types (router/src/lib.rs `ErrorType`, v1.9.3), spelled as TEI sends them.
+ErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]
 
-class InputShapeError(ValueError):
-    """Inputs that parse as JSON but are not a shape TEI accepts."""
+
+class Request(BaseModel):
+    """A request body checked exactly as /openapi.json states it: strict types ("true" is not a boolean, "3"
+    not an integer), so what the schema allows and what the server takes cannot drift apart."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _whole(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's integers: 3 and 3.0 (not "3", not true); strict pydantic alone would refuse 3.0. Bounds go
+# inside the Annotated, before the validator, or the schema would not state them.
+_WHOLE = BeforeValidator(_whole)
+Integer = Annotated[int, _WHOLE]
+PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
+NonEmpty = Annotated[list[str], Field(min_length=1)]
+# One TEI input: [text] or a pair [text, text_pair].
+Sequence = Annotated[list[str], Field(min_length=1, max_length=2)]
+# What tokenizers can decode: u32 ids (larger or negative ones cannot be passed to it).
+TokenId = Annotated[int, Field(ge=0, le=2**32 - 1), _WHOLE]
+
+# "a, b,c": 1 to MAX_CANDIDATE_LABELS labels; blank ones are skipped (tasks.parse_candidate_labels). The
+# whitespace is str.strip()'s, spelled out so that every regex engine (pydantic's, Python's, a client's) agrees.
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BLANK, _LABEL = f"[{_SPACE}]*", f"[{_SPACE}]*[^,{_SPACE}][^,]*"
+LABEL_LIST = f"^(?:{_BLANK},)*{_LABEL}(?:(?:,{_BLANK})*,{_LABEL}){{0,{MAX_CANDIDATE_LABELS - 1}}}(?:,{_BLANK})*$"
+CandidateLabels = (
+    Annotated[list[str], Field(min_length=1, max_length=MAX_CANDIDATE_LABELS)]
+    | Annotated[str, Field(pattern=LABEL_LIST)]
+)
 
 
 class ErrorResponse(BaseModel):
     error: str = Field(examples=["inputs must not be empty"])
-    error_type: str = Field(examples=["validation"])
+    error_type: ErrorType = Field(examples=["Validation"])
 
 
 class LabelScore(BaseModel):
     label: str = Field(examples=["POSITIVE"])
     score: float = Field(examples=[0.9876])
+    windows: int | None = Field(default=None, description='Windows scored for this text (long_text "chunk" only).')
+
+
+class LongTextOptions(BaseModel):
+    """Texts past the model's limit: truncate (the pipeline's way) or score windows and aggregate (chunking.py)."""
+
+    long_text: Literal["truncate", "chunk"] = "truncate"
+    chunk_tokens: Integer | None = Field(
+        default=None, description="Chunk: tokens per window (default: the model's limit)."
+    )
+    stride: Integer | None = Field(default=None, description="Chunk: tokens neighbouring windows share (default: 1/8).")
+    aggregate: Literal["mean", "max", "first"] = Field(default="mean", description="Chunk: combining windows' scores.")
 
 
 # ---- POST /: huggingface_hub.InferenceClient.text_classification -------------------------------
-class ClassifyParameters(BaseModel):
+class ClassifyParameters(Request, LongTextOptions):
     model_config = ConfigDict(extra="ignore")  # the Inference API's other task parameters are no error
 
-    top_k: int | None = Field(default=None, ge=1, description="Labels per text, best first; all when absent.")
-    function_to_apply: str | None = Field(
-        default=None, description="softmax, sigmoid or none; default: the checkpoint's problem type decides."
+    top_k: PositiveInteger | None = Field(default=None, description="Labels per text, best first; all when absent.")
+    function_to_apply: Literal["softmax", "sigmoid", "none", "default"] | None = Field(
+        default=None, description="Default (or absent): the checkpoint's problem type decides, as in transformers."
     )
     # Zero-shot classification (InferenceClient.zero_shot_classification) when candidate_labels is given.
-    candidate_labels: list[str] | str | None = Field(
+    candidate_labels: CandidateLabels | None = Field(
         default=None,
         description=f"Zero-shot with an NLI model: the labels to score, a list or 'a,b,c' (at most "
         f"{MAX_CANDIDATE_LABELS}). Answers [{{label, score}}] for one text, a list of those per text for a list.",
@@ -51,31 +95,34 @@ class ClassifyParameters(BaseModel):
     )
     hypothesis_template: str | None = Field(
         default=None,
-        description=f'Zero-shot: the NLI hypothesis, "{{}}" for the label (default "{DEFAULT_HYPOTHESIS_TEMPLATE}").',
+        pattern=r"^[^{}]*\{\}[^{}]*$",
+        description=f'Zero-shot: the NLI hypothesis, with one "{{}}" where the label goes and no other braces '
+        f'(default "{DEFAULT_HYPOTHESIS_TEMPLATE}").',
     )
 
 
-class ClassifyRequest(BaseModel):
-    inputs: str | list[str] = Field(examples=["I've been waiting for a HuggingFace course my whole life."])
+class ClassifyRequest(Request):
+    inputs: str | NonEmpty = Field(examples=["I've been waiting for a HuggingFace course my whole life."])
     parameters: ClassifyParameters = Field(default_factory=ClassifyParameters)
 
 
 # ---- POST /predict and /rerank (TEI) ----------------------------------------------------------------
-class TeiOptions(BaseModel):
+class TeiOptions(Request):
     """What /predict and /rerank share."""
 
     truncate: bool | None = Field(default=None, description="Cut inputs to the model's limit (default: true).")
-    truncation_direction: Literal["left", "right"] = "right"
+    # TEI takes both spellings (serde aliases in its router/src/http/types.rs).
+    truncation_direction: Literal["left", "right", "Left", "Right"] = "right"
     raw_scores: bool = Field(default=False, description="Logits instead of probabilities.")
 
-    @field_validator("truncation_direction", mode="before")
+    @field_validator("truncation_direction")
     @classmethod
-    def _lower(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value  # TEI spells them Left / Right
+    def _lower(cls, value: str) -> str:
+        return value.lower()
 
 
-class PredictRequest(TeiOptions):
-    inputs: str | list[str] | list[list[str]] = Field(
+class PredictRequest(TeiOptions, LongTextOptions):
+    inputs: str | Sequence | Annotated[list[Sequence], Field(min_length=1)] = Field(
         description='"text", ["text"], ["text", "text_pair"], or a batch [["text"], ["text", "text_pair"], ...]',
         examples=["What is Deep Learning?"],
     )
@@ -85,53 +132,109 @@ class RerankRequest(TeiOptions):
     """A cross-encoder scores each (query, text) pair; raw_scores: the logit instead of its sigmoid."""
 
     query: str = Field(examples=["What is Deep Learning?"])
-    texts: list[str] = Field(examples=[["Deep Learning is a kind of machine learning.", "Cheese is made of milk."]])
+    texts: NonEmpty = Field(examples=[["Deep Learning is a kind of machine learning.", "Cheese is made of milk."]])
     return_text: bool = Field(default=False, description="Echo each text in its result.")
 
 
 class Rank(BaseModel):
-    index: int = Field(description="Position of the text in the request's `texts`.")
+    index: int = Field(ge=0, description="Position of the text in the request's `texts`.")
     score: float = Field(examples=[0.9876])
     text: str | None = Field(default=None, description="The text, when return_text is true.")
 
 
 def predict_inputs(inputs: str | list[str] | list[list[str]]) -> tuple[list[TextInput], bool]:
-    """TEI's reading of `inputs`: (texts and pairs, whether it was a single input)."""
+    """TEI's reading of `inputs` (a shape PredictRequest validated): (texts and pairs, whether it was one input)."""
     if isinstance(inputs, str):
         return [inputs], True
-    if not inputs:
-        raise InputShapeError("inputs must not be empty")
     if isinstance(inputs[0], str):
-        return [_sequence(inputs, None)], True
-    return [_sequence(item, index) for index, item in enumerate(inputs)], False
+        return [_sequence(inputs)], True
+    return [_sequence(item) for item in inputs], False
 
 
-def _sequence(item: list, index: int | None) -> TextInput:
-    where = "inputs" if index is None else f"inputs[{index}]"
-    if len(item) == 1:
-        return item[0]
-    if len(item) == 2:
-        return (item[0], item[1])
-    raise InputShapeError(
-        f"{where} has {len(item)} strings; expected [text] or a pair [text, text_pair] "
-        '(send a batch as [["first text"], ["second text"], ...])'
-    )
+def _sequence(item: list[str]) -> TextInput:
+    return item[0] if len(item) == 1 else (item[0], item[1])
 
 
 # ---- POST /tokenize and /decode (TEI) ---------------------------------------------------------------
-class TokenizeRequest(BaseModel):
-    inputs: str | list[str]
+class TokenizeRequest(Request):
+    inputs: str | NonEmpty
     add_special_tokens: bool = True
 
 
 class SimpleToken(BaseModel):
-    id: int
+    id: int = Field(ge=0)
     text: str
     special: bool
-    start: int | None = None  # character offsets into the input; null for special tokens
-    stop: int | None = None
+    start: int | None = Field(default=None, ge=0)  # character offsets into the input; null for special tokens
+    stop: int | None = Field(default=None, ge=0)
 
 
-class DecodeRequest(BaseModel):
-    ids: list[int] | list[list[int]]
+class DecodeRequest(Request):
+    ids: list[TokenId] | list[list[TokenId]]
     skip_special_tokens: bool = True
+
+
+# ---- GET /info (TEI's Info, and ours) ---------------------------------------------------------------
+class ClassifierModel(BaseModel):
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class Info(BaseModel):
+    """The served model and the server's limits: every field TEI's Info requires, then ours."""
+
+    model_id: str = Field(description="The model's name: bundled name, hub id, folder name, or --model-id.")
+    served_model_name: str
+    model_dtype: str
+    # {"classifier": ...}, or {"reranker": ...} for a one-output model, as TEI calls them.
+    model_type: dict[Literal["classifier", "reranker"], ClassifierModel]
+    max_concurrent_requests: int = Field(ge=0)
+    max_input_length: int = Field(ge=0)
+    max_batch_tokens: int = Field(ge=0, description="Padded tokens (rows × longest) per model forward pass.")
+    max_client_batch_size: int = Field(ge=0)
+    max_explain_batch_size: int = Field(ge=0)
+    auto_truncate: bool
+    tokenization_workers: int = Field(ge=0)
+    version: str
+    family: str
+    labels: list[str]
+    problem_type: str | None
+    device: str
+    payload_limit: int
+    precision: str = Field(description='What runs the model, e.g. "onnx-int8" (per-row int8) or "onnx-float32".')
+    precision_reason: str = Field(description="Why that mode runs on this machine, decided once at load.")
+
+
+# ---- POST /explain -------------------------------------------------------------------------------------------
+class ExplainRequest(Request):
+    inputs: str | list[str] = Field(examples=["A gorgeous, witty, seductive movie."])
+    method: Literal["occlusion", "integrated_gradients"] = "occlusion"
+    target: str | None = Field(default=None, description="The label to explain (default: the predicted one).")
+    baseline: Literal["delete", "pad", "mask"] | None = Field(
+        default=None, description="What replaces a word: delete (occlusion's default), pad (IG's default) or mask."
+    )
+    unit: Literal["word", "token"] = Field(default="word", description="Occlusion: remove whole words or tokens.")
+    steps: Annotated[int, Field(ge=1, le=512), _WHOLE] = Field(
+        default=50, description="Integrated gradients: quadrature points."
+    )
+
+
+class TokenAttribution(BaseModel):
+    token: str
+    start: int = Field(description="Character offset into the text.")
+    end: int
+    attribution: float = Field(description="How much this token adds to the label's score.")
+
+
+class WordAttribution(BaseModel):
+    word: str
+    start: int
+    end: int
+    attribution: float = Field(description="The sum of its tokens' attributions.")
+
+
+class Explanation(BaseModel):
+    label: str
+    score: float
+    tokens: list[TokenAttribution]
+    words: list[WordAttribution]

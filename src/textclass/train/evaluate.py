@@ -28,7 +28,7 @@ def task_of(problem_type: str | None) -> Task:
 
 
 def evaluate(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     errors: int = 0,
@@ -38,17 +38,21 @@ def evaluate(
     label_delimiter: str | None = None,
     max_length: int | None = None,
     device: str | None = None,
+    dtype: str | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of `model` on `data` as a dict (also written to out_dir/metrics.json with plots)."""
+    """Metrics of `model` (None: the bundled model) on `data` as a dict (also written to out_dir/metrics.json
+    with plots). device, dtype, backend: as Classifier.from_pretrained takes them."""
     from textclass.api import Classifier
 
-    classifier = Classifier.from_pretrained(model, device=device)
+    classifier = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     config = classifier.config
     task = task_of(config.problem_type)
     dataset, _ = load_dataset(data, task, text_column, text_pair_column, label_column, label_delimiter)
     encode_targets(dataset, task, None if task == "regression" else label_lookup(config.id2label), label_delimiter)
     logits = classifier.logits(dataset.texts, max_length=max_length)  # (n, labels)
-    report: dict[str, Any] = {"model": str(model), "data": str(data), "task": task, "rows": len(dataset),
+    report: dict[str, Any] = {"model": str(classifier.folder if model is None else model), "data": str(data),
+                              "task": task, "rows": len(dataset),
                               "dropped": dict(dataset.dropped)}  # fmt: skip
     report.update(metric_fns.compute(task, logits, dataset.targets, config.id2label))
     temperature = config.raw.get(TEMPERATURE_KEY)

@@ -1,0 +1,52 @@
+"""Running a batch job: check it, open the output store, and dispatch to the local or the Ray engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textclass import chunking
+from textclass.batch.job import ENGINES, BatchJob, BatchResult, Progress, fingerprint
+from textclass.batch.readers import InputSpec, check_columns, detect_format, id_type
+from textclass.batch.score import output_schema
+from textclass.batch.writer import PartStore, output_format
+from textclass.errors import InputError
+
+
+def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
+    """Score every row of job.input into job.output; with resume, continue an interrupted run of the same job."""
+    from textclass.bundled import resolve_model
+    from textclass.checkpoint import open_checkpoint
+
+    if job.engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {job.engine!r}")
+    if job.chunk_rows < 1 or job.workers < 1 or job.score.top_k < 0:
+        raise InputError("--chunk-rows and --workers must be at least 1, --top-k at least 0")
+    if not Path(job.input).is_file():
+        raise InputError(f"input file {job.input} does not exist")
+    spec = InputSpec(str(Path(job.input).resolve()), detect_format(job.input), job.text_column, job.id_column)
+    output_format(job.output)
+    total_rows = check_columns(spec)
+    model = resolve_model(job.model)
+    checkpoint = open_checkpoint(model)  # config and labels only; the engines load the weights
+    options = job.score  # bad long-text options fail here, before any output is written
+    chunking.windows_for(checkpoint.load_tokenizer(), options.long_text, options.chunk_tokens, options.stride,
+                         options.aggregate)  # fmt: skip
+    schema = output_schema(checkpoint.config.id2label, id_type(spec), job.score)
+    store = PartStore(job.output, schema, fingerprint(job, spec, checkpoint.folder), job.resume)
+    start_rows, started = store.rows_done, time.perf_counter()
+    with Progress(spec, total_rows, store.rows_done, enabled=show_progress) as progress:
+        if job.engine == "local":
+            from textclass.batch.local import run_local
+
+            errors = run_local(job, spec, model, schema, store, progress)
+        else:
+            try:
+                from textclass.batch.ray_engine import run_ray
+            except ImportError as exc:
+                raise InputError(f"--engine ray needs Ray Data ({exc}); pip install 'textclass[ray]'") from None
+
+            errors = run_ray(job, spec, model, schema, store, progress)
+    output = store.finish()
+    seconds = time.perf_counter() - started
+    return BatchResult(output, store.rows_done, store.rows_done - start_rows, errors, seconds)

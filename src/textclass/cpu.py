@@ -1,0 +1,131 @@
+"""This CPU's instruction set, read from its feature flags (never from its vendor or model name), and the mode
+it runs fastest within the accuracy contract (contract.py).
+
+Flags come from /proc/cpuinfo (Linux; inside a VM they are what the hypervisor passes through, which is what
+the kernels can use), else from numpy's own CPU dispatch table (other systems). What they decide, as measured
+(docs/performance.md; ../shared/RECIPES.md lists the CPUs these sessions ran on):
+- int8 with int32 accumulation (VNNI: avx512_vnni, avx_vnni; AMX: amx_int8): per-row int8 with 8-bit weights.
+- AVX2 + FMA without VNNI: per-row int8 with 7-bit weights where 8 would overflow the kernel's int16 sums
+  (quantize.py); 1.4-1.5x exact fp32 on an AMD EPYC of that kind, agreement within the contract.
+- anything else (no AVX2, or not x86): ONNX Runtime fp32, exact; per-row int8 was not measured there.
+Native bf16 (avx512_bf16, amx_bf16) makes torch bf16 worth asking for; without it torch emulates bf16,
+~6x slower than fp32, so bf16 is never picked there and asking for it by name warns.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+# numpy's names for the flags we read, on systems without /proc/cpuinfo.
+_NUMPY_FLAGS = {"AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni",
+                "AVX512BF16": "avx512_bf16"}  # fmt: skip
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8·s8 products summed straight into int32
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    machine: str  # platform.machine(): x86_64, AMD64, aarch64, arm64...
+    flags: frozenset[str]
+    name: str = ""  # the model name, for messages only
+
+    @property
+    def x86(self) -> bool:
+        return self.machine.lower() in ("x86_64", "amd64", "x64")
+
+    @property
+    def int8_dot(self) -> bool:
+        return self.x86 and any(flag in self.flags for flag in INT8_DOT_FLAGS)
+
+    @property
+    def avx2(self) -> bool:
+        return self.x86 and {"avx2", "fma"} <= self.flags
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.x86 and any(flag in self.flags for flag in BF16_FLAGS)
+
+    @property
+    def kind(self) -> str:
+        """The instruction set that decides the mode: "vnni", "avx2" or "other"."""
+        return "vnni" if self.int8_dot else "avx2" if self.avx2 else "other"
+
+    def describe(self) -> str:
+        """The flags that decided, e.g. "avx2, fma; no VNNI, no native bf16"."""
+        have = [flag for flag in ("avx2", "fma", *INT8_DOT_FLAGS, *BF16_FLAGS) if flag in self.flags]
+        missing = [label for label, present in (("VNNI", self.int8_dot), ("native bf16", self.native_bf16))
+                   if not present]  # fmt: skip
+        text = ", ".join(have) or f"no AVX2 ({self.machine})"
+        return text + ("; no " + ", no ".join(missing) if missing else "")
+
+
+@functools.lru_cache(maxsize=1)
+def detect() -> CpuFeatures:
+    """This machine's CPU features, read once per process."""
+    machine = platform.machine()
+    try:
+        flags, name = _proc_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        flags, name = _numpy_flags(), platform.processor()
+    return CpuFeatures(machine, frozenset(flags), name)
+
+
+def _proc_cpuinfo(text: str) -> tuple[set[str], str]:
+    """Flags and model name of the first processor listed (all cores of a machine have the same here)."""
+    flags: set[str] = set()
+    name = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("flags", "Features") and not flags:  # x86 / ARM
+            flags = set(value.split())
+        elif key == "model name" and not name:
+            name = value.strip()
+    return flags, name
+
+
+def _numpy_flags() -> set[str]:
+    try:
+        import numpy as np
+
+        features = np._core._multiarray_umath.__cpu_features__  # private, stable since numpy 1.20 (as np.core)
+    except (AttributeError, ImportError):
+        return set()
+    return {ours for theirs, ours in _NUMPY_FLAGS.items() if features.get(theirs)}
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    dtype: str
+    reason: str
+
+
+def default_mode(cpu: CpuFeatures | None = None) -> Choice:
+    """The CPU default when nobody asked for a mode: the fastest one that keeps the accuracy contract here."""
+    cpu = cpu or detect()
+    if cpu.kind == "vnni":
+        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, 8-bit weights, int32 sums")
+    if cpu.kind == "avx2":
+        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, 7/8-bit weights "
+                                      "(no int16 overflow without VNNI)")  # fmt: skip
+    return Choice("onnx", "float32", f"CPU default ({cpu.describe()}): exact fp32; per-row int8 is not measured "
+                                     "faster on this CPU")  # fmt: skip
+
+
+def emulated_bf16(cpu: CpuFeatures | None = None) -> str:
+    """Why bf16 would be slow on this CPU, or "" when it has native bf16."""
+    cpu = cpu or detect()
+    if cpu.native_bf16:
+        return ""
+    return f"this CPU has no native bf16 ({cpu.describe()}): torch emulates it, about 6x slower than fp32"
+
+
+def int8_plan(cpu: CpuFeatures | None = None) -> str:
+    """quantize.py's plan for this CPU's int8 kernels: "vnni" (8-bit weights) or "avx2" (no int16 overflow).
+
+    Anything that is not known to sum in int32 gets the plan that cannot overflow."""
+    return "vnni" if (cpu or detect()).int8_dot else "avx2"
