@@ -53,14 +53,15 @@ def classify(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
 ) -> None:
     """Classify texts and print labels with scores."""
-    items = read_texts(texts, input_file)
-    if verbose:  # textclass's INFO lines, e.g. the mode chosen at load and why
-        import logging
+    import logging
 
-        handler = logging.StreamHandler()
+    items = read_texts(texts, input_file)
+    logger, handler = logging.getLogger("textclass"), logging.StreamHandler()
+    level = logger.level
+    if verbose:  # textclass's INFO lines, e.g. the mode chosen at load and why
         handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.getLogger("textclass").addHandler(handler)
-        logging.getLogger("textclass").setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     from textclass.cli_output import classify_and_print
 
     try:
@@ -68,6 +69,9 @@ def classify(
         classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend, long)
     except TextclassError as exc:
         fail(str(exc))
+    finally:  # in-process callers (tests, notebooks) keep their logging as it was, not a handler on a closed stream
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @app.command()

@@ -119,13 +119,22 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         except InputError as exc:  # an input over the model's limit with truncation off
             raise ApiError(413, f'{exc} (or send "truncate": true)') from exc
 
+    def check_window_limit(options: LongTextOptions) -> None:
+        """The schema bounds chunk_tokens by the model's limit (model_bounds_in_schema), with or without "chunk"."""
+        limit = clf.tokenizer.model_max_length
+        if options.chunk_tokens is not None and options.chunk_tokens > limit:
+            raise ApiError(422, f"chunk_tokens must be at most the model's limit {limit}; got {options.chunk_tokens}")
+
     async def scored(
         items: list[TextInput], truncate: bool, side: str, function: str, options: LongTextOptions
     ) -> tuple[np.ndarray, list[int] | None]:
         """(inputs, labels) scores as `clf(...)` gives them (calibration temperature included), and the windows
         per input with long_text "chunk" (their scores aggregated)."""
-        windows = task_step(422, chunking.windows_for, clf.tokenizer, options.long_text, options.chunk_tokens,
-                            options.stride, options.aggregate)  # fmt: skip
+        # Window settings only mean something with long_text "chunk"; the schema says they are ignored otherwise.
+        chunk = options.long_text == "chunk"
+        windows = task_step(422, chunking.windows_for, clf.tokenizer, options.long_text,
+                            options.chunk_tokens if chunk else None, options.stride if chunk else None,
+                            options.aggregate)  # fmt: skip
         if windows is None:
             return postprocess.apply(await classify(items, truncate, side), function, clf.temperature), None
         plan = await off_loop(sum(map(len_chars, items)), task_step, 422, windows.plan, items)
@@ -137,6 +146,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         items: list[TextInput] = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
         check_count(len(items), settings.max_client_batch_size)
         params = body.parameters
+        check_window_limit(params)
         if params.candidate_labels is not None:
             return await zero_shot(body.inputs, params), timing(started)
         function = postprocess.resolve_function(params.function_to_apply, clf.config.problem_type, len(labels))
@@ -150,6 +160,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         started = time.perf_counter()
         items, single = predict_inputs(body.inputs)
         check_count(len(items), settings.max_client_batch_size)
+        check_window_limit(body)
         truncate = True if body.truncate is None else body.truncate
         function = "none" if body.raw_scores else postprocess.default_function(clf.config.problem_type, len(labels))
         scores, windows = await scored(items, truncate, body.truncation_direction, function, body)
@@ -277,6 +288,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """A playground page: type text, see every label's score as a bar, and the latency."""
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
+    app.openapi = model_bounds_in_schema(app, clf)
     fast = {"/": (ClassifyRequest, classify_answer), "/predict": (PredictRequest, predict_answer),
             "/rerank": (RerankRequest, rerank_answer)}  # fmt: skip
     declared = {route.path: route for route in app.routes if "POST" in getattr(route, "methods", ())}
@@ -318,3 +330,26 @@ def timing(started: float) -> dict[str, str]:
 
 def answer(content: Any, headers: dict[str, str]) -> Response:
     return Response(render(content), headers=headers, media_type="application/json")
+
+
+def model_bounds_in_schema(app: FastAPI, clf: Classifier) -> Any:
+    """/openapi.json with the bounds that depend on the served model written in: the labels /explain may target
+    and the longest window long_text "chunk" takes. The request models stay static; the server checks these."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base()
+            models = schema.get("components", {}).get("schemas", {})
+            target = models.get("ExplainRequest", {}).get("properties", {}).get("target")
+            if target is not None:
+                target["anyOf"] = [{"type": "string", "enum": list(clf.labels)}, {"type": "null"}]
+            for model in models.values():
+                window = model.get("properties", {}).get("chunk_tokens")
+                for option in (window or {}).get("anyOf", []):
+                    if option.get("type") == "integer":
+                        option["maximum"] = clf.tokenizer.model_max_length
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi

@@ -124,6 +124,9 @@ def describe_validation(errors: Any) -> str:
         elif error.get("type") == "too_short" and error.get("ctx", {}).get("actual_length") == 0 and path == [field]:
             messages[field] = f"{field} must not be empty"
             empty.add(field)
+        elif error.get("type") == "string_pattern_mismatch" and field == "inputs":  # /explain: WordText
+            messages[field] = f"inputs: a text with no word in it has no tokens to attribute ({error.get('input')!r})"
+            empty.add(field)
         elif field in EXPECTED:
             messages[field] = f"{field} must be {EXPECTED[field]}"
         else:

@@ -37,6 +37,7 @@ _WHOLE = BeforeValidator(_whole)
 Integer = Annotated[int, _WHOLE]
 PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
 NonEmpty = Annotated[list[str], Field(min_length=1)]
+WordText = Annotated[str, Field(pattern=r"\w")]  # holds a word character, so every tokenizer gives it a token
 # One TEI input: [text] or a pair [text, text_pair].
 Sequence = Annotated[list[str], Field(min_length=1, max_length=2)]
 # What tokenizers can decode: u32 ids (larger or negative ones cannot be passed to it).
@@ -68,10 +69,18 @@ class LongTextOptions(BaseModel):
     """Texts past the model's limit: truncate (the pipeline's way) or score windows and aggregate (chunking.py)."""
 
     long_text: Literal["truncate", "chunk"] = "truncate"
-    chunk_tokens: Integer | None = Field(
-        default=None, description="Chunk: tokens per window (default: the model's limit)."
+    # The bounds that depend on the served model (its limit, its special tokens) are in the descriptions: a static
+    # schema cannot state them.
+    chunk_tokens: Annotated[int, Field(ge=4), _WHOLE] | None = Field(
+        default=None,
+        description="Chunk: tokens per window, special tokens included, at most the model's limit (GET /info "
+        "max_input_length; default: that limit). Ignored with truncate.",
     )
-    stride: Integer | None = Field(default=None, description="Chunk: tokens neighbouring windows share (default: 1/8).")
+    stride: Annotated[int, Field(ge=0), _WHOLE] | None = Field(
+        default=None,
+        description="Chunk: tokens neighbouring windows share, smaller than a window's text tokens (default: an "
+        "eighth of them). Ignored with truncate.",
+    )
     aggregate: Literal["mean", "max", "first"] = Field(default="mean", description="Chunk: combining windows' scores.")
 
 
@@ -207,9 +216,14 @@ class Info(BaseModel):
 
 # ---- POST /explain -------------------------------------------------------------------------------------------
 class ExplainRequest(Request):
-    inputs: str | list[str] = Field(examples=["A gorgeous, witty, seductive movie."])
+    # A text to explain needs a word in it: one with no tokens has nothing to attribute (422).
+    inputs: WordText | Annotated[list[WordText], Field(min_length=1)] = Field(
+        examples=["A gorgeous, witty, seductive movie."]
+    )
     method: Literal["occlusion", "integrated_gradients"] = "occlusion"
-    target: str | None = Field(default=None, description="The label to explain (default: the predicted one).")
+    target: str | None = Field(
+        default=None, description="The label to explain, one of the model's (GET /info); default: the predicted one."
+    )
     baseline: Literal["delete", "pad", "mask"] | None = Field(
         default=None, description="What replaces a word: delete (occlusion's default), pad (IG's default) or mask."
     )
