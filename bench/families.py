@@ -13,6 +13,7 @@ The first load (ONNX export) is not timed. Prints a markdown table and the CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -43,7 +44,7 @@ def configs() -> dict[str, object]:
                                           bos_token_id=101, eos_token_id=102),
         "electra": tf.ElectraConfig(**SHAPE, **common, embedding_size=128),
         "albert": tf.AlbertConfig(**SHAPE, **common, embedding_size=128),
-        "mpnet": tf.MPNetConfig(**SHAPE, **common, pad_token_id=0),
+        "mpnet": tf.MPNetConfig(**SHAPE, **common, pad_token_id=1),  # transformers numbers MPNet positions after 1
     }
 
 
@@ -76,6 +77,8 @@ def main() -> None:
 
     from conftest import minilm_folder
     from textclass import Classifier
+
+    os.environ.pop("TEXTCLASS_PRECISION", None)  # conftest pins exact fp32 for the tests; measure the real default
 
     torch.set_num_threads(torch.get_num_threads())
     minilm = minilm_folder()

@@ -11,8 +11,8 @@ Columns: texts/s, tokens/s, speed-up over each pipeline row, label agreement wit
 probability difference from it, and "of peak": the model's matrix-multiply work done per second (2 × multiply-
 adds of its linear layers and attention, padding excluded) over a plain GEMM's rate in the same dtype, measured
 in this run at a (2048 × hidden) × (hidden × intermediate) shape: ONNX Runtime MatMul for fp32, ONNX Runtime's
-uint8 × int8 kernel for int8 (the one per-row int8 uses), torch for bf16. Load time (first load exports and
-caches ONNX artefacts) is not counted; tokenization is. Prints markdown tables.
+uint8 × int8 kernel for int8 (and uint8 × uint8, which per-row int8 uses without VNNI), torch for bf16. Load
+time (first load exports and caches ONNX artefacts) is not counted; tokenization is. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def gemm_peaks(hidden: int, inner: int, threads: int) -> dict[str, float]:
                  [numpy_helper.from_array(rng.integers(-63, 64, (hidden, inner)).astype(np.int8), "w"),
                   numpy_helper.from_array(np.float32(1.0), "s"), numpy_helper.from_array(np.uint8(128), "z")],
                  TensorProto.UINT8, rng.integers(0, 256, (rows, hidden)).astype(np.uint8)),
+        # uint8 weights: the kernel per-row int8 uses on CPUs without VNNI (quantize.py)
+        "int8 u8·u8": ([helper.make_node("MatMulIntegerToFloat", ["x", "w", "s", "s", "z", "z"], ["y"],
+                                         domain="com.microsoft")],
+                       [numpy_helper.from_array(rng.integers(1, 256, (hidden, inner)).astype(np.uint8), "w"),
+                        numpy_helper.from_array(np.float32(1.0), "s"), numpy_helper.from_array(np.uint8(128), "z")],
+                       TensorProto.UINT8, rng.integers(0, 256, (rows, hidden)).astype(np.uint8)),
     }  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -178,8 +184,10 @@ def main() -> None:
         clf = Classifier.from_pretrained(args.model, backend=backend, dtype=dtype)
         probs, seconds = textclass_probs(clf, texts)
         mine = (clf.engine.backend, clf.engine.dtype) == (default.backend, default.dtype)
-        results.append((f"textclass {name}" + (" (default)" if mine else ""), probs, seconds,
-                        {"float32": "fp32", "bfloat16": "bf16"}.get(clf.engine.dtype, clf.engine.dtype)))  # fmt: skip
+        kind = {"float32": "fp32", "bfloat16": "bf16"}.get(clf.engine.dtype, clf.engine.dtype)
+        if backend == "onnx" and kind == "int8" and not detect().int8_dot:
+            kind = "int8 u8·u8"
+        results.append((f"textclass {name}" + (" (default)" if mine else ""), probs, seconds, kind))
         del clf
 
     # Measured again after the modes, the better of the two kept: a busy machine slows one measurement.
