@@ -11,13 +11,17 @@ from typing import Annotated
 import typer
 
 from textclass.commands.common import (
+    AggregateOption,
     BackendOption,
+    ChunkTokensOption,
     DeviceOption,
     DtypeOption,
     FormatOption,
     InputOption,
+    LongTextOption,
     ModelOption,
     OutputFormat,
+    StrideOption,
     fail,
     read_texts,
 )
@@ -44,12 +48,10 @@ def classify(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     backend: BackendOption = None,
-    long_text: Annotated[
-        str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows, aggregate).")
-    ] = "truncate",
-    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")] = None,
-    stride: Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")] = None,
-    aggregate: Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")] = "mean",
+    long_text: LongTextOption = "truncate",
+    chunk_tokens: ChunkTokensOption = None,
+    stride: StrideOption = None,
+    aggregate: AggregateOption = "mean",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
 ) -> None:
     """Classify texts and print labels with scores."""

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from textclass.commands.common import BackendOption, DeviceOption, DtypeOption, ModelOption, fail
+from textclass.commands.common import (
+    AggregateOption,
+    BackendOption,
+    ChunkTokensOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    StrideOption,
+    fail,
+)
 
 
 class Engine(str, Enum):
@@ -40,9 +49,9 @@ def batch(
     long_text: Annotated[
         str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows; a windows column).")
     ] = "truncate",
-    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")] = None,
-    stride: Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")] = None,
-    aggregate: Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")] = "mean",
+    chunk_tokens: ChunkTokensOption = None,
+    stride: StrideOption = None,
+    aggregate: AggregateOption = "mean",
 ) -> None:
     """Score every row of a large file; rows that cannot be scored are kept with an error."""
     from textclass.batch import BatchJob, ScoreOptions, run_batch

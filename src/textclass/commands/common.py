@@ -74,3 +74,12 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
     if not lines:
         fail(f"{source} is empty; expected one text per line")
     return lines
+
+
+# Texts past the model's limit (chunking.py): classify and batch take the same four options.
+LongTextOption = Annotated[
+    str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows, aggregate).")
+]
+ChunkTokensOption = Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")]
+StrideOption = Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")]
+AggregateOption = Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")]
