@@ -328,3 +328,20 @@ def test_100k_row_file_streams_with_bounded_memory(tmp_path, model_dir):
     # Reading the file whole (as pandas.read_csv would) holds all of it; streaming stays within a few chunks.
     # Measured here: 25-40 MiB of peak growth (allocator high-water marks, not rows held), against ~200 MiB.
     assert measured["growth_kib"] / 1024 < file_mib / 4, measured
+
+
+def test_tsv_is_read_unquoted_as_training_reads_it(tmp_path, model_dir):
+    """GLUE-style TSV holds stray quotes; a field that starts with one must not swallow the rows after it."""
+    from textclass.train.data import read_rows
+
+    source = tmp_path / "in.tsv"
+    source.write_text('text\tlabel\n"the movie\t1\nplain\t0\n"bye" he said\t1\nlast\t0\n', encoding="utf-8")
+    expected = [row["text"] for row in read_rows(source)]
+    assert expected == ['"the movie', "plain", '"bye" he said', "last"]
+    job = BatchJob(str(source), str(tmp_path / "out.jsonl"), str(model_dir), "text", None, ScoreOptions(), 64)
+    result = run_batch(job, show_progress=False)
+    assert (result.rows, result.errors) == (4, 0)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    scored = Classifier.from_pretrained(model_dir)(expected)
+    assert [r["label"] for r in rows] == [s["label"] for s in scored]
+    assert [r["score"] for r in rows] == pytest.approx([s["score"] for s in scored], abs=1e-5)

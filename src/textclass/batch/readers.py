@@ -111,8 +111,12 @@ def read_chunks(
 def _csv_parse(spec: InputSpec) -> Any:
     import pyarrow.csv as csv
 
-    # Quoted fields may hold newlines; this costs some parsing speed but never splits a row.
-    return csv.ParseOptions(delimiter="\t" if spec.format == "tsv" else ",", newlines_in_values=True)
+    if spec.format == "tsv":
+        # TSV is split on tabs only, as train/data.py reads it: GLUE-style files are unquoted and hold stray quote
+        # characters, and a field starting with one would otherwise swallow the rows up to the next quote.
+        return csv.ParseOptions(delimiter="\t", quote_char=False)
+    # Quoted CSV fields may hold newlines; this costs some parsing speed but never splits a row.
+    return csv.ParseOptions(delimiter=",", newlines_in_values=True)
 
 
 def _csv_read() -> Any:
