@@ -56,8 +56,6 @@ def save(folder, model, tokenizer):
 # ---- checks any family's tiny checkpoint must pass ------------------------------------------------------
 def check_logits(folder, model, tokenizer, pipeline_cases=PIPELINE_CASES) -> float:
     """Logits of texts and pairs, and the pipeline's output, equal transformers'; returns the largest |Δlogit|."""
-    from transformers import pipeline
-
     clf = Classifier.from_pretrained(folder, dtype="fp32")
     ours, ref = clf.logits(TEXTS), reference_logits(model, tokenizer, TEXTS)
     assert ours.shape == (len(TEXTS), 3) and ours.dtype == np.float32
@@ -66,10 +64,18 @@ def check_logits(folder, model, tokenizer, pipeline_cases=PIPELINE_CASES) -> flo
     firsts, seconds = map(list, zip(*PAIRS))
     ours_pairs, ref_pairs = clf.logits(PAIRS), reference_logits(model, tokenizer, firsts, seconds)
     np.testing.assert_allclose(ours_pairs, ref_pairs, atol=1e-4, rtol=0)
+    check_pipeline(folder, model, tokenizer, pipeline_cases)
+    return float(max(np.abs(ours - ref).max(), np.abs(ours_pairs - ref_pairs).max()))
+
+
+def check_pipeline(folder, model, tokenizer, pipeline_cases=PIPELINE_CASES) -> None:
+    """textclass's output equals the transformers pipeline's: shapes, labels, scores within 1e-5."""
+    from transformers import pipeline
+
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     for inputs, kwargs in pipeline_cases:
         assert_same_shape_and_values(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
-    return float(max(np.abs(ours - ref).max(), np.abs(ours_pairs - ref_pairs).max()))
 
 
 def check_gradients(folder, model, tokenizer) -> None:

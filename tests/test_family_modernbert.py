@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from conftest import CORPUS, TINY_MAX_TOKENS
 from familykit import (
-    assert_same_shape_and_values,
     check_batch_equals_single,
     check_onnx_at_every_length,
+    check_pipeline,
     edit_config,
     reference_logits,
 )
@@ -137,21 +137,8 @@ def test_pairs_match_transformers(tiny, tokenizer, variant):
 
 
 def test_pipeline_output_equal(tiny, tokenizer):
-    from transformers import pipeline
-
     folder, model = tiny["mean"]
-    clf = Classifier.from_pretrained(folder, dtype="fp32")
-    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
-    cases = [
-        (TEXTS[0], {}),
-        (TEXTS, {}),
-        (TEXTS, {"top_k": None}),
-        (TEXTS[:3], {"top_k": 1}),
-        ({"text": TEXTS[0], "text_pair": TEXTS[1]}, {}),
-        ([{"text": TEXTS[2], "text_pair": TEXTS[3]}], {"top_k": None}),
-    ]
-    for inputs, kwargs in cases:
-        assert_same_shape_and_values(clf(inputs, **kwargs), pipe(inputs, truncation=True, **kwargs))
+    check_pipeline(folder, model, tokenizer)
 
 
 def test_old_config_keys_read_the_same(tiny, tokenizer, copy_checkpoint):
