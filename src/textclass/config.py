@@ -117,3 +117,14 @@ def require(raw: dict[str, Any], key: str, model_type: str) -> Any:
     if key not in raw:
         raise CheckpointError(f"config.json of a {model_type} model lacks {key!r}")
     return raw[key]
+
+
+def encoder_sizes(raw: dict[str, Any], model_type: str) -> dict[str, int]:
+    """The sizes BERT-style config.json files name alike (every family but DistilBERT), checked: EncoderConfig
+    fields vocab_size, hidden_size, num_layers, num_heads, intermediate_size."""
+    get = lambda key: int(require(raw, key, model_type))  # noqa: E731
+    hidden, heads = get("hidden_size"), get("num_attention_heads")
+    if hidden % heads:
+        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    return dict(vocab_size=get("vocab_size"), hidden_size=hidden, num_layers=get("num_hidden_layers"),
+                num_heads=heads, intermediate_size=get("intermediate_size"))  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from textclass.config import EncoderConfig, activation_name, read_labels, require
+from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.errors import CheckpointError
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
 
@@ -59,17 +59,11 @@ def _read(raw: dict[str, Any], model_type: str, *, roberta: bool) -> EncoderConf
     hidden_dropout = float(raw.get("hidden_dropout_prob", 0.1))
     classifier_dropout = raw.get("classifier_dropout")
     pad = int(raw.get("pad_token_id", 1 if roberta else 0))
-    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
-    if hidden % heads:
-        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    sizes = encoder_sizes(raw, model_type)
     return EncoderConfig(
         family="roberta" if roberta else "bert",
         model_type=model_type,
-        vocab_size=int(get("vocab_size")),
-        hidden_size=hidden,
-        num_layers=int(get("num_hidden_layers")),
-        num_heads=heads,
-        intermediate_size=int(get("intermediate_size")),
+        **sizes,
         activation=activation_name(raw.get("hidden_act", "gelu"), "config.json hidden_act"),
         max_position_embeddings=int(get("max_position_embeddings")),
         type_vocab_size=int(raw.get("type_vocab_size", 2)),

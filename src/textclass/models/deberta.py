@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from textclass.config import EncoderConfig, activation_name, read_labels, require
+from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.errors import CheckpointError
 from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
@@ -47,9 +47,8 @@ def _activation(value: str, where: str) -> str:
 
 def _read(raw: dict[str, Any], model_type: str) -> DebertaConfig:
     get = lambda key: require(raw, key, model_type)  # noqa: E731
-    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
-    if hidden % heads:
-        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    sizes = encoder_sizes(raw, model_type)
+    hidden, heads = sizes["hidden_size"], sizes["num_heads"]
     if raw.get("attention_head_size") not in (None, hidden // heads):
         raise CheckpointError(f"attention_head_size {raw['attention_head_size']} is not supported; only "
                               f"hidden_size / num_attention_heads ({hidden // heads}) is")  # fmt: skip
@@ -81,11 +80,7 @@ def _read(raw: dict[str, Any], model_type: str) -> DebertaConfig:
     return DebertaConfig(
         family="deberta-v2",
         model_type=model_type,
-        vocab_size=int(get("vocab_size")),
-        hidden_size=hidden,
-        num_layers=int(get("num_hidden_layers")),
-        num_heads=heads,
-        intermediate_size=int(get("intermediate_size")),
+        **sizes,
         activation=activation_name(raw.get("hidden_act", "gelu"), "config.json hidden_act"),
         max_position_embeddings=max_position,
         type_vocab_size=int(raw.get("type_vocab_size", 0)),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textclass.config import EncoderConfig, activation_name, read_labels, require
+from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels
 from textclass.errors import CheckpointError
 from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import Family, layer_modules, module_table
@@ -81,10 +81,8 @@ def _rope_thetas(raw: dict[str, Any]) -> tuple[float, float]:
 
 
 def _read(raw: dict[str, Any], model_type: str) -> ModernBertConfig:
-    get = lambda key: require(raw, key, model_type)  # noqa: E731
-    hidden, heads, num_layers = int(get("hidden_size")), int(get("num_attention_heads")), int(get("num_hidden_layers"))
-    if hidden % heads:
-        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    sizes = encoder_sizes(raw, model_type)
+    hidden, heads, num_layers = sizes["hidden_size"], sizes["num_heads"], sizes["num_layers"]
     if (hidden // heads) % 2:
         raise CheckpointError(f"head size {hidden // heads} (hidden_size / num_attention_heads) is odd; rotary "
                               "positions need an even one (they rotate pairs of dimensions)")  # fmt: skip
@@ -100,11 +98,7 @@ def _read(raw: dict[str, Any], model_type: str) -> ModernBertConfig:
     return ModernBertConfig(
         family="modernbert",
         model_type=model_type,
-        vocab_size=int(get("vocab_size")),
-        hidden_size=hidden,
-        num_layers=num_layers,
-        num_heads=heads,
-        intermediate_size=int(get("intermediate_size")),
+        **sizes,
         activation=activation_name(raw.get("hidden_activation", "gelu"), "config.json hidden_activation"),
         # No position table: rotary positions extend to any length, so this is the length it was trained for.
         max_position_embeddings=int(raw.get("max_position_embeddings", 8192)),

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from textclass.config import EncoderConfig, activation_name, read_labels, require
+from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.errors import CheckpointError
 from textclass.models.encoder import Embeddings, Layer, SequenceClassifier
 from textclass.models.family import Family, layer_modules, module_table
@@ -96,9 +96,7 @@ class MPNetClassifier(SequenceClassifier):
 
 def _read(raw: dict[str, Any], model_type: str) -> MPNetConfig:
     get = lambda key: require(raw, key, model_type)  # noqa: E731
-    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
-    if hidden % heads:
-        raise CheckpointError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    sizes = encoder_sizes(raw, model_type)
     buckets = int(raw.get("relative_attention_num_buckets", NUM_BUCKETS))
     if buckets != NUM_BUCKETS:
         raise CheckpointError(
@@ -115,11 +113,7 @@ def _read(raw: dict[str, Any], model_type: str) -> MPNetConfig:
     return MPNetConfig(
         family="mpnet",
         model_type=model_type,
-        vocab_size=int(get("vocab_size")),
-        hidden_size=hidden,
-        num_layers=int(get("num_hidden_layers")),
-        num_heads=heads,
-        intermediate_size=int(get("intermediate_size")),
+        **sizes,
         activation=activation_name(raw.get("hidden_act", "gelu"), "config.json hidden_act"),
         max_position_embeddings=int(get("max_position_embeddings")),
         type_vocab_size=0,
