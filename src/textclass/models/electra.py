@@ -18,7 +18,7 @@ from torch import nn
 from textclass.config import EncoderConfig
 from textclass.models.bert import _EMBEDDINGS, _LAYER, bert_lineage_table
 from textclass.models.bert import _read as read_bert
-from textclass.models.encoder import Embeddings, Layer, SequenceClassifier, padding_mask
+from textclass.models.encoder import Embeddings, Encoder, SequenceClassifier
 from textclass.models.family import Family, module_table
 
 
@@ -56,23 +56,10 @@ class FactorisedEmbeddings(Embeddings):
         return x if self.project is None else self.project(x)  # (batch, seq, hidden)
 
 
-class ElectraEncoder(nn.Module):
-    def __init__(self, config: FactorisedConfig):
-        super().__init__()
-        self.embeddings = FactorisedEmbeddings(config)
-        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+class ElectraEncoder(Encoder):
+    """BERT's post-LN layers over embeddings of embedding_size, projected up to hidden_size."""
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,  # (batch, seq)
-        attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, seq, hidden)
-        x = self.embeddings(input_ids, token_type_ids)
-        mask = padding_mask(attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+    embeddings_type = FactorisedEmbeddings
 
 
 class ElectraClassifier(SequenceClassifier):

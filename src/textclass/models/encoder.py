@@ -119,9 +119,11 @@ class Layer(nn.Module):
 
 
 class Encoder(nn.Module):
+    embeddings_type: type[nn.Module] = Embeddings  # ELECTRA's factorised embeddings subclass this encoder
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.embeddings = Embeddings(config)
+        self.embeddings = self.embeddings_type(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
         self.explicit_attention = False
 
