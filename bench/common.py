@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "src"))  # bench this checkout's textclass, whatev
 # ../shared beside the checkout (a worktree one level deeper looks one more up); TEXTCLASS_SST2 overrides.
 _SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent)
 SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
+SST2_TRAIN = SST2_DEV.with_name("train.tsv")
 # (label in tables, backend, dtype); the first is the exact reference among textclass modes. Which one is the
 # default depends on the CPU (textclass.cpu): per-row int8 on x86 with AVX2 or VNNI, onnx fp32 elsewhere.
 MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
@@ -26,6 +27,31 @@ def read_texts(path: Path, limit: int | None) -> list[str]:
     else:
         texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts[:limit] if limit else texts
+
+
+CONNECTIVES = (", but", "; still,", ", although", ", and yet", ", even though", ". On the other hand,", " while")
+
+
+def contrast_texts(count: int = 2000, seed: int = 0, path: Path = SST2_TRAIN) -> list[str]:
+    """Sentences no report uses, for choosing a fast mode's format: each joins a positive and a negative SST-2
+    train phrase (4+ words, random order) with a connective. Mixed sentiment puts many near a tie, where a fast
+    mode's errors show; the phrases alone were fitted by the bundled model and are scored too confidently."""
+    import random
+
+    with open(path, encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    by_label: dict[str, list[str]] = {"0": [], "1": []}
+    for text, label in rows:
+        if len(text.split()) >= 4:
+            by_label[label.strip()].append(text.strip())
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        first, second = rng.choice(by_label["1"]), rng.choice(by_label["0"])
+        if rng.random() < 0.5:
+            first, second = second, first
+        out.append(f"{first}{rng.choice(CONNECTIVES)} {second}")
+    return out
 
 
 def paragraphs(sentences: list[str], count_tokens, target: int = 300) -> list[str]:

@@ -106,6 +106,20 @@ def _best(call, runs: int = 7) -> float:
     return min(times)
 
 
+def pipeline_tokenizer(model: str):
+    """The checkpoint's tokenizer for a transformers pipeline. DistilBERT takes no token types, but a tokenizer
+    saved with BERT's input names still makes them, which transformers 4.x's DistilBERT refuses."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    model_type = json.loads((Path(model) / "config.json").read_text()).get("model_type")
+    if model_type == "distilbert" and "token_type_ids" in tokenizer.model_input_names:
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
 def optimum_pipelines(model: str, work: Path, vnni: bool) -> dict[str, object]:
     """Optimum's fp32 export and its dynamic int8 (per-channel, the instruction set's config) as pipelines;
     empty when optimum is not installed (its own venv: ../shared/RECIPES.md)."""
@@ -114,11 +128,9 @@ def optimum_pipelines(model: str, work: Path, vnni: bool) -> dict[str, object]:
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
     except ImportError:
         return {}
-    from transformers import AutoTokenizer, pipeline
+    from transformers import pipeline
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    if "token_type_ids" in tokenizer.model_input_names and "distilbert" in str(model).lower():
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    tokenizer = pipeline_tokenizer(model)
     fp32 = ORTModelForSequenceClassification.from_pretrained(model, export=True)
     fp32.save_pretrained(work / "fp32")
     config = (AutoQuantizationConfig.avx512_vnni if vnni else AutoQuantizationConfig.avx2)(is_static=False,
@@ -156,7 +168,7 @@ def main() -> None:
 
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=args.model, device=-1)
+    pipe = pipeline("text-classification", model=args.model, tokenizer=pipeline_tokenizer(args.model), device=-1)
     labels = reference.labels
     results, speeds = [], {}  # (name, probabilities, seconds, dtype of its matrix products)
     truth, seconds = pipeline_probs(pipe, texts, labels, batch_size=1)

@@ -322,3 +322,21 @@ def test_onnx_classify_does_not_import_torch(tiny):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in Classifier.from_pretrained(folder).labels
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
+    """Many batches run side by side on a one-thread session (OnnxEngine.map): each text gets the logits it gets
+    when the same batches run one after another with every thread on each, in the caller's order."""
+    texts = [f"{CORPUS[i % len(CORPUS)]} {'again ' * (i % 7)}({i})" for i in range(60)]
+    clf = Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype=dtype, max_batch_tokens=64)
+    encoded = clf.encode(texts)
+    clf.engine.threads = 1  # map runs the batches one after another on the session that has every thread
+    sequential = clf.run(encoded)
+    clf.engine.threads = 2  # as on a 2-CPU machine, whatever this one has
+    assert clf.engine._single_thread is None
+    together = clf.run(encoded)  # dozens of batches of <= 64 tokens, two at a time
+    assert clf.engine._single_thread is not None  # the side-by-side path ran
+    np.testing.assert_allclose(together, sequential, rtol=0, atol=1e-6)
+    alone = np.concatenate([clf.run([item]) for item in encoded[:10]])  # one batch: the every-thread session
+    np.testing.assert_allclose(together[:10], alone, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)

@@ -15,7 +15,7 @@ from textclass import chunking, explain, postprocess, tasks
 from textclass.batching import make_batches
 from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.config import EncoderConfig
-from textclass.engine import Engine
+from textclass.engine import Engine, run_batches
 from textclass.errors import InputError
 from textclass.tokenize import Encoded, TextInput, Tokenizer
 
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}  # CPU: activations stay in cache
+# CPU: a batch's activations stay in cache (1024 ran 0-10% faster than 2048 on MiniLM and DistilBERT shapes,
+# fp32 and int8, 2-CPU AMD EPYC; 512 no faster).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 class Classifier:
@@ -135,14 +137,10 @@ class Classifier:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
-        for batch in make_batches(
-            encoded,
-            self.max_batch_tokens,
-            self.tokenizer.pad_token_id,
-            self.engine.uses_token_types,
-            max_batch_size=batch_size,
-        ):
-            out[batch.indices] = self.engine(batch)
+        batches = list(make_batches(encoded, self.max_batch_tokens, self.tokenizer.pad_token_id,
+                                    self.engine.uses_token_types, max_batch_size=batch_size))  # fmt: skip
+        for batch, logits in zip(batches, run_batches(self.engine, batches)):
+            out[batch.indices] = logits
         return out
 
     def logits(

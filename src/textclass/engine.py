@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -51,6 +52,15 @@ class Engine(Protocol):
     def dtype(self) -> str: ...
 
     def __call__(self, batch: Batch) -> np.ndarray: ...
+
+
+def run_batches(engine: Engine, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+    """Each batch's (rows, num_labels) logits, in order; an engine with a `map` of its own (ONNX Runtime: batches
+    side by side on the CPUs) runs several batches that way."""
+    side_by_side = getattr(engine, "map", None)
+    if side_by_side is None or len(batches) < 2:
+        return map(engine, batches)
+    return side_by_side(batches)
 
 
 @dataclass(frozen=True)

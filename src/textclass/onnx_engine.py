@@ -11,6 +11,13 @@ artefact, the checkpoint's weights and config (so a changed checkpoint never mee
 version; only graph-level fusions (ORT's "extended" level) are saved, nothing specific to this CPU.
 Saved graphs are as big as the model's fp32 weights, so the cache is kept within a budget (TEXTCLASS_ORT_CACHE_MB,
 default 2048): after each save, the least recently used ones go.
+
+Many batches at once (`map`: a file, a list of texts) run side by side, one batch per CPU, each on one thread of
+a second session opened with one intra-op thread, instead of one after another with every thread splitting each
+matrix product: a product of a few hundred rows splits poorly, and the elementwise operators between them hardly
+split at all (DistilBERT shape, per-row int8, 2-CPU AMD EPYC: +6-10% texts/s). That session costs one more copy
+of the weights, so it opens on the first call that has enough batches to share out. A single batch (a server's,
+one text's) keeps every thread on it. Either way each batch's logits are the same (tested).
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +61,11 @@ class OnnxEngine:
     def __init__(self, path: Path, mode: str, threads: int | None = None, cache_key: str | None = None):
         self.threads = threads or cpu_threads()
         self.from_saved_optimization = False
+        self._cache_key = cache_key
+        self._single_thread: Any = None  # the session `map` runs batches side by side on, opened when first needed
+        self._lock = threading.Lock()
         try:
-            self.session = self._open(path, cache_key)
+            self.session = self._open(path, cache_key, self.threads)
         except Exception as exc:  # ORT raises its own exception types for unreadable models
             raise CheckpointError(f"ONNX Runtime cannot load {path}: {exc}; delete it to have it rebuilt") from exc
         self.path = path
@@ -60,13 +73,13 @@ class OnnxEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.uses_token_types = "token_type_ids" in self.input_names
 
-    def _options(self, optimize: bool, save_to: Path | None = None) -> Any:
+    def _options(self, threads: int, optimize: bool, save_to: Path | None = None) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         # One intra-op pool sized to the CPUs we have; inter-op parallelism only adds contention for
         # a graph that is one chain of layers.
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         levels = ort.GraphOptimizationLevel
@@ -77,19 +90,20 @@ class OnnxEngine:
             options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         return options
 
-    def _open(self, path: Path, cache_key: str | None) -> Any:
+    def _open(self, path: Path, cache_key: str | None, threads: int) -> Any:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
         if cache_key is None:
-            return ort.InferenceSession(str(path), self._options(True), providers=providers)
+            return ort.InferenceSession(str(path), self._options(threads, True), providers=providers)
         from textclass.artefacts import cache_root
 
         saved = cache_root() / "ort" / f"{cache_key}-ort{ort.__version__}"
         if _intact(saved):
             _touch(saved)  # before loading: another process pruning meanwhile then sees it as in use
             try:
-                session = ort.InferenceSession(str(saved / _SAVED_GRAPH), self._options(False), providers=providers)
+                session = ort.InferenceSession(str(saved / _SAVED_GRAPH), self._options(threads, False),
+                                               providers=providers)
                 self.from_saved_optimization = True
                 return session
             except Exception as exc:  # noqa: BLE001 - any damage: rebuild below
@@ -99,12 +113,12 @@ class OnnxEngine:
             saved.parent.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(dir=saved.parent, prefix=f".{saved.name}."))
         except OSError:  # no writable cache: optimize in memory each time
-            return ort.InferenceSession(str(path), self._options(True), providers=providers)
+            return ort.InferenceSession(str(path), self._options(threads, True), providers=providers)
         try:
-            session = ort.InferenceSession(str(path), self._options(True, save_to=work), providers=providers)
+            session = ort.InferenceSession(str(path), self._options(threads, True, save_to=work), providers=providers)
         except Exception:  # noqa: BLE001 - saving failed (disk full?) or the graph is bad: try without saving
             shutil.rmtree(work, ignore_errors=True)
-            return ort.InferenceSession(str(path), self._options(True), providers=providers)
+            return ort.InferenceSession(str(path), self._options(threads, True), providers=providers)
         try:
             _record(work)
             os.replace(work, saved)  # a reader sees the complete folder or none
@@ -118,11 +132,27 @@ class OnnxEngine:
         return "int8" if self.mode == "int8" else "float32"
 
     def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
+        return self._run(self.session, batch)
+
+    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+        """Each batch's logits, in order: side by side, one thread each, when there are at least two batches
+        per thread to share out (fewer would leave threads idle that could have split a product)."""
+        if self.threads < 2 or len(batches) < 2 * self.threads:
+            return map(self, batches)
+        with self._lock:
+            if self._single_thread is None:
+                self._single_thread = self._open(self.path, self._cache_key, 1)
+        session = self._single_thread
+        # The pool hands the next batch (longest first: make_batches' order) to whichever thread is free.
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="textclass-onnx") as pool:
+            return iter(list(pool.map(lambda batch: self._run(session, batch), batches)))
+
+    def _run(self, session: Any, batch: Batch) -> np.ndarray:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if self.uses_token_types:
             types = batch.token_type_ids
             feeds["token_type_ids"] = np.zeros_like(batch.input_ids) if types is None else types
-        (logits,) = self.session.run(["logits"], feeds)
+        (logits,) = session.run(["logits"], feeds)
         return np.asarray(logits, dtype=np.float32)
 
 
