@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from textclass.batching import Batch
 
-VERSION = 2  # bump when the rewrite changes: cached int8 artefacts of an older one are rebuilt
+VERSION = 3  # bump when the rewrite changes: cached int8 artefacts of an older one are rebuilt
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,7 @@ class _Rows:
     shift: float
 
 
-def _quantize_rows(
-    rw: _Rewrite, x: str, width: int, bits: int, base: str, after_gelu: bool, smooth: np.ndarray | None
-) -> _Rows:
+def _quantize_rows(rw: _Rewrite, x: str, bits: int, base: str, after_gelu: bool, smooth: np.ndarray | None) -> _Rows:
     """x (batch, seq, width) float -> uint8 with one scale per row, computed from that row alone (after dividing
     the channels by `smooth`, constants of the layer)."""
     if after_gelu:  # x + GELU_SHIFT ≥ 0: unsigned over [0, max], zero point 0
@@ -226,21 +224,17 @@ def _quantize_rows(
     if after_gelu:
         shift, levels, zero = GELU_SHIFT, 2**bits - 1, 0
         peak = rw.op("ReduceMax", [x], base, axes=[-1], keepdims=1)
-    else:  # max |x| from the row's max and min: two reads, where Abs would first write a copy of x
+    else:
         shift, levels, zero = 0.0, 2 ** (bits - 1) - 1, 2 ** (bits - 1)
-        high = rw.op("ReduceMax", [x], base, axes=[-1], keepdims=1)
-        low = rw.op("ReduceMin", [x], base, axes=[-1], keepdims=1)
-        peak = rw.op("Max", [high, rw.op("Neg", [low], base)], base)
+        peak = rw.op("ReduceMax", [rw.op("Abs", [x], base)], base, axes=[-1], keepdims=1)
     # (batch, seq, 1); a row of zeros gets a tiny scale instead of a division by zero.
     scale = rw.op("Max", [rw.op("Mul", [peak, rw.const(base, np.float32(1 / levels))], base),
                           rw.const(base, np.float32(1e-30))], base)  # fmt: skip
-    # x / scale, rounded (half to even), plus the zero point, saturated to uint8, in one pass: QuantizeLinear
-    # with one scale per row of the (rows, in) view (per-axis on axis 0; a view, not a copy).
-    flat = rw.op("Reshape", [x, rw.const(base, np.array([-1, width], np.int64))], base)
-    row_scale = rw.op("Reshape", [scale, rw.const(base, np.array([-1], np.int64))], base)
-    zeros = rw.op("Expand", [rw.const(base, np.uint8(zero)), rw.op("Shape", [row_scale], base)], base)
-    flat = rw.op("QuantizeLinear", [flat, row_scale, zeros], base, axis=0)
-    values = rw.op("Reshape", [flat, rw.op("Shape", [x], base)], base)
+    # x / scale by row, then QuantizeLinear with scale 1 rounds (half to even), adds the zero point and saturates
+    # to uint8 in one pass. Few operators on purpose: for one short text each costs more in dispatch than in
+    # arithmetic (a per-axis QuantizeLinear needed 2-D views, shapes and an expanded zero point: 7 operators).
+    values = rw.op("QuantizeLinear", [rw.op("Div", [x, scale], base), rw.const(base, np.float32(1.0)),
+                                      rw.const(base, np.uint8(zero))], base)  # fmt: skip
     return _Rows(values, scale, zero, shift)
 
 
@@ -299,7 +293,7 @@ def quantize_rows(
             weight_max = np.maximum(np.abs(weight).max(axis=1), 1e-8)
             ratio = np.maximum(activation_max[name], 1e-8) ** SMOOTHING / weight_max ** (1 - SMOOTHING)
             smooth = np.clip(ratio, 1e-2, 1e2).astype(np.float32)  # a dead channel must not blow up its weights
-        rows = _quantize_rows(rw, node.input[0], weight.shape[0], form.activation_bits, name, after_gelu, smooth)
+        rows = _quantize_rows(rw, node.input[0], form.activation_bits, name, after_gelu, smooth)
         if node.op_type == "MatMul":
             correction = _integer_matmul(rw, rows, weight, form, name, node.output[0], smooth)
             if rows.shift:
