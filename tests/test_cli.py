@@ -223,3 +223,13 @@ def test_quick_entry_prints_what_the_full_cli_prints_without_importing_typer(tin
     bad = subprocess.run([sys.executable, "-c", code, "classify", "x", "-m", folder + "-nope"], capture_output=True,
                          text=True, env=env)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    ("serve", "1024 on CPU"), ("train", "text or sentence"), ("train", "all cores"), ("eval", "the model's limit"),
+])  # fmt: skip
+def test_help_shows_defaults_written_in_the_text(command, shown):
+    """Help texts that state a default in words keep it: rich reads "[default: ...]" as markup and drops it."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    assert shown in " ".join(result.output.split())

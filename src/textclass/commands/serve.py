@@ -13,7 +13,7 @@ def serve(
     model: ModelOption = None,
     model_id: Annotated[
         str | None,
-        typer.Option(help="The model's name for clients (/info, /ui) [default: the bundled model's or folder's name]."),
+        typer.Option(help="The model's name for clients (/info, /ui) (default: the bundled model's or folder's name)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all interfaces).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
@@ -21,7 +21,7 @@ def serve(
         int | None,
         typer.Option(
             help="Padded tokens (rows × longest) per model forward pass: the one budget, by which the batcher cuts "
-            "what it takes from the queue [default: 1024 on CPU, 16384 on a GPU].",
+            "what it takes from the queue (default: 1024 on CPU, 16384 on a GPU).",
             min=1,
         ),
     ] = None,

@@ -18,9 +18,9 @@ def train(
     eval_file: Annotated[Path | None, typer.Option("--eval", help="Evaluation data, same format.")] = None,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Several labels per row (BCE).")] = False,
     regression: Annotated[bool, typer.Option("--regression", help="A numeric target (MSE).")] = False,
-    text_column: Annotated[str | None, typer.Option(help="[default: text or sentence]")] = None,
+    text_column: Annotated[str | None, typer.Option(help="(default: text or sentence)")] = None,
     text_pair_column: Annotated[str | None, typer.Option(help="Second text of a pair.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="[default: label or labels]")] = None,
+    label_column: Annotated[str | None, typer.Option(help="(default: label or labels)")] = None,
     label_delimiter: Annotated[str | None, typer.Option(help="Multi-label cells like 'a|b': the delimiter.")] = None,
     label_names: Annotated[
         str | None, typer.Option(help="Names for integer labels 0..K-1, comma-separated (NEGATIVE,POSITIVE).")
@@ -45,7 +45,7 @@ def train(
     seed: int = 42,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps instead of each epoch.")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Save resumable state every N steps.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Keep-best metric [default: accuracy/micro_f1/mse].")] = None,
+    metric: Annotated[str | None, typer.Option(help="Keep-best metric (default: accuracy/micro_f1/mse).")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping: evals without improvement.")] = None,
     dtype_out: Annotated[str, typer.Option(help="Saved weights: fp32, fp16 or bf16.")] = "fp32",
     temperature_calibrate: Annotated[
@@ -65,8 +65,8 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep resumable state after finishing.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: GPU when there is one].")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: GPU when there is one).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fine-tune a checkpoint on labelled data; writes a Hugging Face checkpoint folder."""
@@ -116,11 +116,11 @@ def evaluate(
     model: ModelOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write metrics.json and PNG plots here.")] = None,
     errors: Annotated[int, typer.Option("--errors", help="Show the N most confident mistakes.", min=0)] = 0,
-    text_column: Annotated[str | None, typer.Option(help="[default: text or sentence]")] = None,
+    text_column: Annotated[str | None, typer.Option(help="(default: text or sentence)")] = None,
     text_pair_column: Annotated[str | None, typer.Option(help="Second text of a pair.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="[default: label or labels]")] = None,
+    label_column: Annotated[str | None, typer.Option(help="(default: label or labels)")] = None,
     label_delimiter: Annotated[str | None, typer.Option(help="Multi-label cells like 'a|b': the delimiter.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per input [default: the model's limit].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: the model's limit).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON instead of tables.")] = False,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
