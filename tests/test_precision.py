@@ -340,3 +340,17 @@ def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
     np.testing.assert_allclose(together, sequential, rtol=0, atol=1e-6)
     alone = np.concatenate([clf.run([item]) for item in encoded[:10]])  # one batch: the every-thread session
     np.testing.assert_allclose(together[:10], alone, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)
+
+
+def test_side_by_side_only_where_a_second_copy_of_the_weights_is_small(tiny):
+    from types import SimpleNamespace
+
+    from textclass.engine import SIDE_BY_SIDE_BYTES, _second_copy_bytes
+
+    def sizes(layers: int, hidden: int, inner: int) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(num_layers=layers, hidden_size=hidden, intermediate_size=inner))
+
+    base, large = sizes(12, 768, 3072), sizes(24, 1024, 4096)
+    assert max(_second_copy_bytes(base, "fp32"), _second_copy_bytes(base, "int8")) <= SIDE_BY_SIDE_BYTES
+    assert _second_copy_bytes(large, "fp32") > SIDE_BY_SIDE_BYTES >= _second_copy_bytes(large, "int8")
+    assert Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype="fp32").engine.side_by_side

@@ -16,7 +16,8 @@ Many batches at once (`map`: a file, a list of texts) run side by side, one batc
 a second session opened with one intra-op thread, instead of one after another with every thread splitting each
 matrix product: a product of a few hundred rows splits poorly, and the elementwise operators between them hardly
 split at all (DistilBERT shape, per-row int8, 2-CPU AMD EPYC: +6-10% texts/s). That session costs one more copy
-of the weights, so it opens on the first call that has enough batches to share out. A single batch (a server's,
+of the weights, so it opens on the first call that has enough batches to share out, and only for models whose
+copy stays small (engine.SIDE_BY_SIDE_BYTES). A single batch (a server's,
 one text's) keeps every thread on it. Either way each batch's logits are the same (tested).
 """
 
@@ -58,8 +59,11 @@ class OnnxEngine:
     backend = "onnx"
     reason = ""  # why this mode runs (engine.load_engine sets it)
 
-    def __init__(self, path: Path, mode: str, threads: int | None = None, cache_key: str | None = None):
+    def __init__(
+        self, path: Path, mode: str, threads: int | None = None, cache_key: str | None = None, side_by_side: bool = True
+    ):
         self.threads = threads or cpu_threads()
+        self.side_by_side = side_by_side  # whether `map` may open a second, one-thread session
         self.from_saved_optimization = False
         self._cache_key = cache_key
         self._single_thread: Any = None  # the session `map` runs batches side by side on, opened when first needed
@@ -137,7 +141,7 @@ class OnnxEngine:
     def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
         """Each batch's logits, in order: side by side, one thread each, when there are at least two batches
         per thread to share out (fewer would leave threads idle that could have split a product)."""
-        if self.threads < 2 or len(batches) < 2 * self.threads:
+        if not self.side_by_side or self.threads < 2 or len(batches) < 2 * self.threads:
             return map(self, batches)
         with self._lock:
             if self._single_thread is None:
