@@ -17,8 +17,8 @@ a second session opened with one intra-op thread, instead of one after another w
 matrix product: a product of a few hundred rows splits poorly, and the elementwise operators between them hardly
 split at all (DistilBERT shape, per-row int8, 2-CPU AMD EPYC: +6-10% texts/s). That session costs one more copy
 of the weights, so it opens on the first call that has enough batches to share out, and only for models whose
-copy stays small (engine.SIDE_BY_SIDE_BYTES). A single batch (a server's,
-one text's) keeps every thread on it. Either way each batch's logits are the same (tested).
+copy stays small (engine.SIDE_BY_SIDE_BYTES). A single batch (a server's, one text's) keeps every thread on it.
+Either way each batch's logits are the same (tested).
 """
 
 from __future__ import annotations
