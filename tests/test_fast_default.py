@@ -134,7 +134,7 @@ def test_default_follows_the_instruction_set_never_the_vendor(monkeypatch, kind,
     for name in ("AMD EPYC 9R14", "Intel(R) Xeon(R) Platinum 8488C"):
         simulate(monkeypatch, kind, name)
         precision = pick_precision("cpu")
-        assert precision == Precision("onnx", dtype, required=False)
+        assert precision == Precision("onnx", dtype, required=False, rescore=dtype == "int8")
         assert decisive in precision.reason and cpu.int8_plan() == plan
     from textclass.export import export_settings
 
@@ -171,7 +171,7 @@ def test_bf16_on_a_cpu_without_it_warns_and_a_pinned_one_falls_back(monkeypatch,
         assert pick_precision("cpu", dtype="bf16") == Precision("torch", "bfloat16")
     with caplog.at_level("WARNING", logger="textclass"):
         fallback = pick_precision("cpu", preferred="torch-bf16")
-    assert fallback == Precision("onnx", "int8", required=False)
+    assert fallback == Precision("onnx", "int8", required=False, rescore=True)
     assert "textclass_precision=torch-bf16, but this CPU has no native bf16" in caplog.text
     simulate(monkeypatch, "amx")
     with warnings.catch_warnings():
@@ -266,6 +266,79 @@ def test_per_row_int8_keeps_the_contract_on_the_trained_model_whatever_the_batch
     # Other batch compositions (a small token budget: other neighbours, other padding) change nothing either.
     fast.max_batch_tokens = 128
     assert np.abs(probabilities(fast, texts[:80]) - fast_probs[:80]).max() <= 1e-6
+
+
+@bundled
+def test_the_default_scores_near_ties_again_in_fp32_and_keeps_the_rest_in_int8():
+    """The CPU default (rescore.py): a text int8 leaves near a tie gets exact fp32's logits, every other text
+    per-row int8's, and either way the same alone as in any batch."""
+    from textclass.rescore import MARGIN, RescoringEngine, near_ties
+
+    sentences = dev_sentences(120)
+    texts = sentences + [f"{a.strip()}, but {b.strip()}" for a, b in zip(sentences[:60], sentences[60:])]
+    default = Classifier.from_pretrained()
+    if default.precision != "onnx-int8":
+        pytest.skip(f"this CPU's default is {default.precision}: no int8 to rescore")
+    assert isinstance(default.engine, RescoringEngine) and "near ties" in default.precision_reason
+    int8 = Classifier.from_pretrained(dtype="int8")  # asked for by name: per-row int8 alone
+    exact = Classifier.from_pretrained(backend="onnx", dtype="fp32")
+    assert not isinstance(int8.engine, RescoringEngine)
+    got, fast, reference = default.logits(texts), int8.logits(texts), exact.logits(texts)
+    ties = near_ties(fast, "softmax", default.temperature)
+    assert 3 <= len(ties) < len(texts) // 2, "the texts should hold a few near ties, not only near ties"
+    assert default.engine.rescored == len(ties) and default.engine.scored == len(texts)
+    others = np.setdiff1d(np.arange(len(texts)), ties)
+    np.testing.assert_allclose(got[ties], reference[ties], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(got[others], fast[others])
+    probs = default(texts[:40], top_k=None)
+    top2 = [sorted(r["score"] for r in row)[-2:] for row in probs]
+    assert all(high - low <= MARGIN or i not in ties for i, (low, high) in enumerate(top2))
+    alone = np.concatenate([default.logits([text]) for text in texts[::7]])
+    np.testing.assert_allclose(alone, got[::7], rtol=0, atol=1e-5)
+    default.max_batch_tokens = 96  # other neighbours, other padding
+    np.testing.assert_allclose(default.logits(texts), got, rtol=0, atol=1e-5)
+
+
+def test_near_ties_for_exclusive_and_independent_labels():
+    from textclass.rescore import near_ties
+
+    # softmax: top minus runner-up at most 0.5 (two labels: top probability at most 0.75)
+    logits = np.log(np.array([[0.7, 0.3], [0.8, 0.2], [0.5, 0.5], [0.1, 0.9], [0.6, 0.3, 0.1][:2]]))
+    assert near_ties(logits, "softmax").tolist() == [0, 2, 4]
+    three = np.log(np.array([[0.6, 0.3, 0.1], [0.9, 0.05, 0.05], [0.45, 0.45, 0.1]]))
+    assert near_ties(three, "softmax").tolist() == [0, 2]
+    # sigmoid: any label within 0.25 of 0.5
+    p = np.array([[0.9, 0.1], [0.9, 0.6], [0.2, 0.05]])
+    assert near_ties(np.log(p / (1 - p)), "sigmoid").tolist() == [1]
+    # a calibration temperature sharpens or flattens first
+    assert near_ties(np.log(np.array([[0.7, 0.3]])), "softmax", temperature=0.5).tolist() == []
+
+
+def test_regroup_batches_rows_of_several_batches_afresh():
+    from textclass.batching import Batch, regroup
+
+    def batch(indices, lengths, width):
+        ids = np.full((len(lengths), width), 9, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, n in enumerate(lengths):
+            ids[row, :n], mask[row, :n] = 100 + np.arange(n), 1
+        return Batch(np.array(indices), ids, mask, np.zeros_like(ids))
+
+    batches = [batch([4, 0], [6, 5], 6), batch([3, 1, 2], [3, 3, 2], 3)]
+    picks = [(0, 1), (1, 0), (1, 2)]
+    groups = list(regroup(batches, picks, max_batch_tokens=1024, pad_token_id=7))
+    assert len(groups) == 1
+    group, new = groups[0]
+    assert sorted(group) == [0, 1, 2] and new.input_ids.shape == (3, 5)
+    assert new.indices.tolist() == [batches[b].indices[r] for b, r in (picks[g] for g in group)]
+    for row, g in enumerate(group):
+        b, r = picks[g]
+        n = int(batches[b].attention_mask[r].sum())
+        assert new.input_ids[row, :n].tolist() == list(range(100, 100 + n))
+        assert (new.input_ids[row, n:] == 7).all() and new.attention_mask[row].sum() == n
+    small = list(regroup(batches, picks, max_batch_tokens=6, pad_token_id=7))  # the budget cuts
+    assert sorted(g for group, _ in small for g in group) == [0, 1, 2] and len(small) >= 2
+    assert all(new.input_ids.size <= 6 or len(group) == 1 for group, new in small)
 
 
 # ---- the default at work: check, inspect, -v, the server ------------------------------------------------------

@@ -78,3 +78,28 @@ def make_batches(
 ) -> Iterator[Batch]:
     for indices in plan([len(e) for e in encoded], max_batch_tokens, max_batch_size):
         yield collate(encoded, indices, pad_token_id, token_types)
+
+
+def regroup(
+    batches: Sequence[Batch], picks: Sequence[tuple[int, int]], max_batch_tokens: int, pad_token_id: int
+) -> Iterator[tuple[list[int], Batch]]:
+    """Rows picked from several batches, as (batch, row), put into new length-sorted batches under the budget:
+    yields the positions in `picks` each new batch holds, and the batch (its indices are the rows' own)."""
+    lengths = [int(batches[b].attention_mask[r].sum()) for b, r in picks]
+    for group in plan(lengths, max_batch_tokens):
+        rows = [(*picks[g], lengths[g]) for g in group]
+        has_types = batches[rows[0][0]].token_type_ids is not None
+        yield group, Batch(
+            np.array([batches[b].indices[r] for b, r, _ in rows], dtype=np.int64),
+            _stack(batches, rows, "input_ids", pad_token_id),
+            _stack(batches, rows, "attention_mask", 0),
+            _stack(batches, rows, "token_type_ids", 0) if has_types else None,
+        )
+
+
+def _stack(batches: Sequence[Batch], rows: list[tuple[int, int, int]], name: str, fill: int) -> np.ndarray:
+    """One field of those (batch, row, length) rows: their real tokens, right-padded with `fill`."""
+    out = np.full((len(rows), max(n for _, _, n in rows)), fill, dtype=np.int64)
+    for row, (b, r, n) in enumerate(rows):
+        out[row, :n] = getattr(batches[b], name)[r, :n]
+    return out

@@ -137,6 +137,7 @@ class Measurement:
     reference: str  # the exact fp32 mode it is compared with
     mode_texts_per_second: float
     reference_texts_per_second: float
+    rescored: float | None = None  # share of the texts the mode scored again in fp32 (near ties, rescore.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.as_dict()}
@@ -201,12 +202,15 @@ def measure(
     for clf in (fast, exact):
         probabilities(clf, texts[:64])  # warm-up: thread pools, first-call allocations
     # Each mode twice, alternating, the faster run kept: a machine busy with something else slows one run.
+    counted = (getattr(fast.engine, "rescored", None), getattr(fast.engine, "scored", None))
     (fast_probs, fast_rate), (exact_probs, exact_rate) = timed(fast), timed(exact)
+    rescored = None if None in counted else (fast.engine.rescored - counted[0]) / (fast.engine.scored - counted[1])
     fast_rate, exact_rate = max(fast_rate, timed(fast)[1]), max(exact_rate, timed(exact)[1])
     picks = np.unique(np.linspace(0, len(texts) - 1, min(alone, len(texts))).astype(int))
     alone_probs = probabilities(fast, [texts[i] for i in picks], batch_size=1)
     verdict = evaluate(exact_probs, fast_probs, alone_probs, fast_probs[picks], exclusive=exclusive)
-    return Measurement(verdict, fast.precision, fast.precision_reason, exact.precision, fast_rate, exact_rate)
+    return Measurement(verdict, fast.precision, fast.precision_reason, exact.precision, fast_rate, exact_rate,
+                       rescored)  # fmt: skip
 
 
 def probabilities(clf: Any, texts: list[str], batch_size: int | None = None) -> np.ndarray:

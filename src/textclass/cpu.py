@@ -112,10 +112,12 @@ def default_mode(cpu: CpuFeatures | None = None) -> Choice:
     """The CPU default when nobody asked for a mode: the fastest one that keeps the accuracy contract here."""
     cpu = cpu or detect()
     if cpu.kind == "vnni":
-        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x int8 summed in int32")
+        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x int8 summed in int32; "
+                                      "near ties scored again in fp32")  # fmt: skip
     if cpu.kind == "avx2":
         return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x uint8 kernel "
-                                      "(uint8 x int8 would overflow int16 sums without VNNI)")  # fmt: skip
+                                      "(uint8 x int8 would overflow int16 sums without VNNI); near ties scored "
+                                      "again in fp32")  # fmt: skip
     return Choice("onnx", "float32", f"CPU default ({cpu.describe()}): exact fp32; per-row int8 is not measured "
                                      "faster on this CPU")  # fmt: skip
 

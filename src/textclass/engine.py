@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from textclass.batching import Batch
+    from textclass.onnx_engine import OnnxEngine
 
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16", "int8": "int8", "qint8": "int8"}  # fmt: skip
@@ -74,6 +75,9 @@ class Precision:
     # engine falls back (int8 to ONNX Runtime fp32, fp32 to torch fp32) with a warning instead of failing.
     required: bool = True
     reason: str = field(default="", compare=False)  # why this mode, for inspect, /info and -v
+    # int8 only: the texts int8 leaves near a tie are scored again in fp32 (rescore.py). The CPU default does;
+    # int8 asked for by name (or pinned) is per-row int8 alone.
+    rescore: bool = False
 
 
 def pick_device(device: str | None) -> str:
@@ -137,7 +141,8 @@ def pick_precision(
             backend, dtype = None, None
     if backend is None and dtype is None and not gpu and onnx_available:
         choice = default_mode()
-        return Precision(choice.backend, choice.dtype, required=False, reason=choice.reason)
+        return Precision(choice.backend, choice.dtype, required=False, reason=choice.reason,
+                         rescore=choice.dtype == "int8")  # fmt: skip
     if dtype == "bfloat16" and not gpu and installed("torch") and (slow := emulated_bf16()):  # else: no torch at all
         warnings.warn(f"textclass: {slow}; leave dtype out for this CPU's fast mode ({default_mode().dtype}) or "
                       "pass dtype='fp32'", stacklevel=3)  # fmt: skip
@@ -162,12 +167,36 @@ def _second_copy_bytes(checkpoint: Checkpoint, mode: str) -> int:
     return config.num_layers * (4 * hidden * hidden + 2 * hidden * inner) * (1 if mode == "int8" else 4)
 
 
+def _onnx_engine(checkpoint: Checkpoint, mode: str, path: Path, manifest: dict) -> OnnxEngine:
+    from textclass import artefacts
+    from textclass.onnx_engine import OnnxEngine
+
+    return OnnxEngine(path, mode, cache_key=artefacts.session_key(manifest),
+                      side_by_side=_second_copy_bytes(checkpoint, mode) <= SIDE_BY_SIDE_BYTES)  # fmt: skip
+
+
+def _rescoring(checkpoint: Checkpoint, fast: OnnxEngine) -> Engine:
+    """int8 with its near ties scored again by ONNX Runtime fp32 (rescore.py); raw-score models have no ties."""
+    from textclass import artefacts, postprocess
+    from textclass.rescore import RescoringEngine
+
+    config = checkpoint.config
+    function = postprocess.default_function(config.problem_type, config.num_labels)
+    if function == "none":
+        return fast
+
+    def exact() -> OnnxEngine:
+        path, manifest = artefacts.find(checkpoint, "fp32") or artefacts.ensure(checkpoint, "fp32")
+        return _onnx_engine(checkpoint, "fp32", path, manifest)
+
+    return RescoringEngine(fast, exact, function, config.temperature, config.pad_token_id)
+
+
 def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tuple[Engine, bool]:
     """The engine for a checkpoint, and whether the checkpoint has a classification head."""
     if precision.backend == "onnx":
         from textclass import artefacts
         from textclass.export import bare_encoder_error
-        from textclass.onnx_engine import OnnxEngine
 
         mode = "int8" if precision.dtype == "int8" else "fp32"
         found = artefacts.find(checkpoint, mode)
@@ -179,8 +208,9 @@ def load_engine(checkpoint: Checkpoint, device: str, precision: Precision) -> tu
             return load_engine(checkpoint, device, Precision("torch", "float32"))
         try:
             path, manifest = found or artefacts.ensure(checkpoint, mode)
-            engine = OnnxEngine(path, mode, cache_key=artefacts.session_key(manifest),
-                                side_by_side=_second_copy_bytes(checkpoint, mode) <= SIDE_BY_SIDE_BYTES)  # fmt: skip
+            engine = _onnx_engine(checkpoint, mode, path, manifest)
+            if precision.rescore:
+                engine = _rescoring(checkpoint, engine)
             engine.reason = precision.reason
             return engine, True
         except Exception as exc:  # export or ORT failures of every kind: only a default may fall back

@@ -61,6 +61,8 @@ def _print(result, data: Path) -> None:
     speedup = result.mode_texts_per_second / result.reference_texts_per_second
     console.print(f"speed: {result.mode} {result.mode_texts_per_second:,.0f} texts/s, {result.reference} "
                   f"{result.reference_texts_per_second:,.0f} texts/s ({speedup:.2f}×)")  # fmt: skip
+    if result.rescored is not None:
+        console.print(f"near ties scored again in fp32: {result.rescored:.1%} of the texts")
     if verdict.holds:
         console.print("[green]The accuracy contract holds on these texts.[/]")
     else:
