@@ -6,7 +6,8 @@ process and one run, with each mode's share of this machine's measured GEMM peak
 
 Rows: pipeline (batch_size 1, its default), pipeline batch_size=32, Optimum's ORTModelForSequenceClassification
 through the pipeline, fp32 and dynamic int8 (only when `optimum` is importable: never installed for you), then
-each textclass mode (length-sorted batches under a token budget); "(default)" marks the mode this CPU gets.
+each textclass mode (length-sorted batches under a token budget), then the CPU default as a user gets it (per-row
+int8 with near ties scored again in fp32 on AVX2/VNNI CPUs: the share rescored is shown).
 Columns: texts/s, tokens/s, speed-up over each pipeline row, label agreement with the fp32 pipeline, the largest
 probability difference from it, and "of peak": the model's matrix-multiply work done per second (2 × multiply-
 adds of its linear layers and attention, padding excluded) over a plain GEMM's rate in the same dtype, measured
@@ -190,16 +191,19 @@ def main() -> None:
         for name, peer in optimum_pipelines(args.model, Path(work), detect().int8_dot).items():
             probs, seconds = pipeline_probs(peer, texts, labels, batch_size=1)
             results.append((name, probs, seconds, "int8" if "int8" in name else "fp32"))
-    for name, backend, dtype in MODES:
-        if args.modes != "all" and backend not in args.modes.split(","):
+    for name, backend, dtype in [*MODES, ("default", None, None)]:
+        if args.modes != "all" and str(backend) not in args.modes.split(","):
             continue
         clf = Classifier.from_pretrained(args.model, backend=backend, dtype=dtype)
         probs, seconds = textclass_probs(clf, texts)
-        mine = (clf.engine.backend, clf.engine.dtype) == (default.backend, default.dtype)
         kind = {"float32": "fp32", "bfloat16": "bf16"}.get(clf.engine.dtype, clf.engine.dtype)
-        if backend == "onnx" and kind == "int8" and not detect().int8_dot:
+        if clf.engine.backend == "onnx" and kind == "int8" and not detect().int8_dot:
             kind = "int8 u8·u8"
-        results.append((f"textclass {name}" + (" (default)" if mine else ""), probs, seconds, kind))
+        if backend is None:  # the CPU default: its mode, and how many texts it scored again in fp32 (rescore.py)
+            rescored = getattr(clf.engine, "rescored", None)
+            again = f", {rescored / clf.engine.scored:.1%} rescored in fp32" if rescored is not None else ""
+            name = f"default ({clf.precision}{again})"
+        results.append((f"textclass {name}", probs, seconds, kind))
         del clf
 
     # Measured again after the modes, the better of the two kept: a busy machine slows one measurement.
