@@ -414,3 +414,27 @@ def test_served_answers_do_not_move_with_concurrent_traffic():
         ours = {item["label"]: item["score"] for item in answer[i % 4]}
         assert ours.keys() == scores.keys()
         assert max(abs(ours[label] - scores[label]) for label in scores) <= 1e-6
+
+
+@bundled
+def test_near_ties_keep_their_int8_answers_when_no_fp32_engine_opens(caplog):
+    """The second opinion never costs an answer: an fp32 engine that cannot be opened leaves int8's, with a warning."""
+    from textclass.rescore import RescoringEngine, near_ties
+
+    default = Classifier.from_pretrained()
+    if not isinstance(default.engine, RescoringEngine):
+        pytest.skip(f"this CPU's default is {default.precision}: no int8 to rescore")
+
+    def broken():
+        raise OSError("disk full")
+
+    default.engine._open_exact = broken
+    texts = ["not the worst", "It is a movie.", "great", "awful"] * 3
+    int8 = Classifier.from_pretrained(dtype="int8")
+    expected = int8.logits(texts)
+    assert len(near_ties(expected, "softmax", int8.temperature)) >= 3  # "not the worst": 0.54 here
+    with caplog.at_level("WARNING", logger="textclass"):
+        np.testing.assert_array_equal(default.logits(texts), expected)
+        default.logits(texts)
+    assert sum("no fp32 engine (disk full)" in r.message for r in caplog.records) == 1
+    assert default.engine.rescored == 0 and default.engine.scored == 2 * len(texts)

@@ -19,6 +19,7 @@ so the answer still does not depend on the batch. The fp32 engine opens on the f
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from textclass.onnx_engine import OnnxEngine
 
 MARGIN = 0.5
+log = logging.getLogger("textclass")
 
 
 def near_ties(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
@@ -56,6 +58,7 @@ class RescoringEngine:
         self.function, self.temperature, self.pad_token_id = function, temperature, pad_token_id
         self.uses_token_types = fast.uses_token_types
         self.scored = self.rescored = 0  # texts seen, and how many of them fp32 scored again
+        self._failed = False  # the fp32 engine could not be opened
         self._lock = threading.Lock()
 
     @property
@@ -71,23 +74,30 @@ class RescoringEngine:
         logits = list(run_batches(self.fast, batches))
         picks = [(i, int(row)) for i, out in enumerate(logits)
                  for row in near_ties(out, self.function, self.temperature)]  # fmt: skip
-        if picks:  # the near ties of all batches, batched afresh: a few rows a batch would run at a fraction of speed
+        exact = self.exact if picks else None
+        if exact is not None:  # the near ties of all batches, batched afresh: a few rows a batch would run slowly
             budget = max(batch.input_ids.size for batch in batches)
             groups = list(regroup(batches, picks, budget, self.pad_token_id))
-            for (group, _), exact in zip(groups, run_batches(self.exact, [batch for _, batch in groups])):
-                for position, row_logits in zip(group, exact):
+            for (group, _), again in zip(groups, run_batches(exact, [batch for _, batch in groups])):
+                for position, row_logits in zip(group, again):
                     i, row = picks[position]
                     logits[i][row] = row_logits
         with self._lock:
             self.scored += sum(len(batch.indices) for batch in batches)
-            self.rescored += len(picks)
+            self.rescored += len(picks) if exact is not None else 0
         return iter(logits)
 
     @property
-    def exact(self) -> OnnxEngine:
+    def exact(self) -> OnnxEngine | None:
+        """The fp32 engine, opened on first use; None (int8's answers stand, with a warning once) if it cannot be:
+        an answer is never lost to the second opinion."""
         with self._lock:
-            if self._exact is None:
-                self._exact = self._open_exact()
+            if self._exact is None and not self._failed:
+                try:
+                    self._exact = self._open_exact()
+                except Exception as exc:  # noqa: BLE001 - export or ORT failures of every kind
+                    self._failed = True
+                    log.warning("textclass: near ties keep their int8 answers: no fp32 engine (%s)", exc)
             return self._exact
 
     def __getattr__(self, name: str) -> Any:  # path, threads, session...: the int8 engine's
