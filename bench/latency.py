@@ -41,9 +41,10 @@ def main() -> None:
     texts = [t for t in read_texts(Path(args.texts), None) if 28 <= len(reference.encode(t)[0]) <= 36][:100]
     pipe = pipeline("text-classification", model=args.model, device=-1)
     rows = [["pipeline", *percentiles(pipe, texts, args.runs)]]
-    for name, backend, dtype in MODES:
+    for name, backend, dtype in [*MODES, ("default", None, None)]:  # the last: the CPU default as users get it
         clf = Classifier.from_pretrained(args.model, backend=backend, dtype=dtype)
-        rows.append([f"textclass {name}", *percentiles(clf, texts, args.runs)])
+        label = f"default ({clf.precision})" if backend is None else name
+        rows.append([f"textclass {label}", *percentiles(clf, texts, args.runs)])
     print(f"\n{Path(args.model).name}, one text at a time ({len(texts)} texts of 28-36 tokens), {cpu_name()}\n")
     print(table(["engine", "p50 ms", "p90 ms", "p99 ms"], rows))
 
