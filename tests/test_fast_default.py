@@ -438,3 +438,17 @@ def test_near_ties_keep_their_int8_answers_when_no_fp32_engine_opens(caplog):
         default.logits(texts)
     assert sum("no fp32 engine (disk full)" in r.message for r in caplog.records) == 1
     assert default.engine.rescored == 0 and default.engine.scored == 2 * len(texts)
+
+
+def test_check_says_to_pin_fp32_where_the_mode_ran_slower(capsys, tmp_path):
+    from textclass.commands.check import _print
+    from textclass.contract import Measurement
+
+    probs = two_labels(np.linspace(0.05, 0.95, 50))
+    verdict = evaluate(probs, probs, probs[:5], probs[:5])
+    slow = Measurement(verdict, "onnx-int8", "CPU default", "onnx-float32", 90.0, 100.0, rescored=0.4)
+    _print(slow, tmp_path / "texts.txt")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "40.0% of the texts" in shown and 'ran slower than exact fp32' in shown and '"onnx-fp32"' in shown
+    _print(Measurement(verdict, "onnx-int8", "CPU default", "onnx-float32", 110.0, 100.0, rescored=0.01), tmp_path)
+    assert "ran slower" not in capsys.readouterr().out
