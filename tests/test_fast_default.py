@@ -150,7 +150,10 @@ def test_arm_and_the_machine_pin_choose_exact_fp32(monkeypatch):
     pinned = pick_precision("cpu")
     assert pinned == Precision("onnx", "float32", required=False) and PRECISION_ENV in pinned.reason
     # The checkpoint's own pin comes first; exact fp32 stays one argument away.
-    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8")
+    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8", rescore=True)
+    monkeypatch.setenv(PRECISION_ENV, "onnx-int8")  # a pin is the mode check measured: near ties rescored
+    assert pick_precision("cpu") == Precision("onnx", "int8", required=False, rescore=True)
+    assert pick_precision("cpu", dtype="int8") == Precision("onnx", "int8")  # by name: int8 alone
     monkeypatch.delenv(PRECISION_ENV)
     assert pick_precision("cpu", dtype="float32").dtype == "float32"
 

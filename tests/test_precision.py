@@ -133,7 +133,7 @@ def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, 
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "textclass_precision": "onnx-int8"}))
     clf = Classifier.from_pretrained(folder)
-    assert clf.precision == "onnx-int8"
+    assert clf.precision == "onnx-int8" and hasattr(clf.engine, "rescored")  # as check measured it
     assert (folder / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
     assert Classifier.from_pretrained(folder, dtype="fp32").precision == "torch-float32"
 
@@ -141,7 +141,7 @@ def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, 
 def test_precision_rules():
     assert pick_precision("cpu") == Precision("onnx", "float32", required=False)
     assert pick_precision("cpu", backend="onnx") == Precision("onnx", "float32")
-    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8")
+    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8", rescore=True)
     assert pick_precision("cuda", preferred="onnx-int8") == Precision("torch", "bfloat16")
     assert pick_precision("cpu", dtype="fp32") == Precision("torch", "float32")
     assert pick_precision("cpu", dtype="int8") == Precision("onnx", "int8")

@@ -75,8 +75,8 @@ class Precision:
     # engine falls back (int8 to ONNX Runtime fp32, fp32 to torch fp32) with a warning instead of failing.
     required: bool = True
     reason: str = field(default="", compare=False)  # why this mode, for inspect, /info and -v
-    # int8 only: the texts int8 leaves near a tie are scored again in fp32 (rescore.py). The CPU default does;
-    # int8 asked for by name (or pinned) is per-row int8 alone.
+    # int8 only: the texts int8 leaves near a tie are scored again in fp32 (rescore.py). The CPU default and a
+    # pinned onnx-int8 do; int8 asked for by name (dtype="int8") is per-row int8 alone.
     rescore: bool = False
 
 
@@ -154,7 +154,9 @@ def pick_precision(
             raise InputError(f"the onnx backend runs on CPU only; use backend='torch' for device {device!r}")
         if dtype not in (None, "float32", "int8"):
             raise InputError(f"the onnx backend runs fp32 or int8, not {dtype}; use backend='torch' for it")
-        return Precision("onnx", dtype or "float32", required, reason)
+        # A pinned onnx-int8 is the mode `textclass check` measured: int8 with its near ties rescored.
+        pinned = reason.startswith(tuple(source for source, _ in pins))
+        return Precision("onnx", dtype or "float32", required, reason, rescore=pinned and dtype == "int8")
     if dtype == "int8" and gpu:
         raise InputError("torch int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
     return Precision("torch", dtype or ("bfloat16" if gpu else "float32"), reason=reason)

@@ -1,4 +1,5 @@
 """The CPU default's int8: per-row int8 everywhere, and the texts it leaves near a tie scored again in exact fp32.
+(The default and a pinned onnx-int8 run this; dtype="int8" asked for by name runs per-row int8 alone.)
 
 Per-row int8 (quantize.py) moves a text's logits a little, whatever the text. Where the model is sure, that
 hardly moves its probabilities; near a tie the same change moves them most (dp/dlogit = p(1 - p)) and can flip the
