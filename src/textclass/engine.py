@@ -6,7 +6,8 @@ An engine is a callable Batch -> (rows, num_labels) float32 numpy logits with `u
 - onnx: ONNX Runtime on CPU, fp32 or int8 (fused graph; int8 with per-row activation scales, quantize.py);
   needs no torch at run time.
 The CPU default is chosen by the CPU's instruction set (cpu.py): the fastest mode that keeps the accuracy
-contract against exact fp32 (contract.py): per-row int8 on x86 with AVX2 or VNNI, ONNX Runtime fp32 elsewhere.
+contract against exact fp32 (contract.py): per-row int8 on x86 with AVX2 or VNNI, its near ties scored again in
+fp32 (rescore.py), ONNX Runtime fp32 elsewhere. An engine may also `map` many batches at once (run_batches).
 A GPU defaults to torch bf16. Every engine carries `reason`: why that mode runs, decided once at load.
 See docs/performance.md for the figures.
 """
