@@ -5,7 +5,7 @@
 # Also times the floor (python importing onnxruntime + tokenizers and running one session) for comparison.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-MODEL="${1:-$ROOT/src/textclass/models/sentiment-en}"
+MODEL="${1:-$ROOT/src/textclass/bundled/sentiment-en}"
 RUNS="${2:-10}"
 PY="${PYTHON:-python}"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"

@@ -15,7 +15,7 @@ _SHARED = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / 
 SST2_DEV = Path(os.environ.get("TEXTCLASS_SST2", _SHARED / "data" / "sst2")) / "dev.tsv"
 SST2_TRAIN = SST2_DEV.with_name("train.tsv")
 # (label in tables, backend, dtype); the first is the exact reference among textclass modes. Which one is the
-# default depends on the CPU (textclass.cpu): per-row int8 on x86 with AVX2 or VNNI, onnx fp32 elsewhere.
+# default depends on the CPU (textclass.runtime.cpu): per-row int8 on x86 with AVX2 or VNNI, onnx fp32 elsewhere.
 MODES = [("torch fp32", "torch", "fp32"), ("torch bf16", "torch", "bf16"), ("torch int8", "torch", "int8"),
          ("onnx fp32", "onnx", "fp32"), ("onnx int8 (per-row)", "onnx", "int8")]  # fmt: skip
 

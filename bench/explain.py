@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from textclass import Classifier
-    from textclass.faithfulness import aopc
+    from textclass.tasks.faithfulness import aopc
 
     clf = Classifier.from_pretrained(args.model)
     texts = read_texts(SST2_DEV, args.sentences)

@@ -43,7 +43,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from serverutil import LiveServer  # noqa: E402
 from textclass import postprocess  # noqa: E402
-from textclass.api import Classifier  # noqa: E402
+from textclass.classifier import Classifier  # noqa: E402
 
 SST2_DEV = REPO.parent / "shared" / "data" / "sst2" / "dev.tsv"
 BLOCK = 20  # texts per offline/served block in the single-client phase

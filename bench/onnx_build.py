@@ -49,11 +49,11 @@ def main() -> None:
     from families import LABELS, SHAPE, build, configs
 
     from conftest import minilm_folder
-    from textclass.api import DEFAULT_MAX_BATCH_TOKENS
-    from textclass.batching import make_batches
-    from textclass.checkpoint import open_checkpoint
-    from textclass.export import export_onnx
-    from textclass.onnx_engine import OnnxEngine
+    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.classifier import DEFAULT_MAX_BATCH_TOKENS
+    from textclass.onnx.export import export_onnx
+    from textclass.runtime.batching import make_batches
+    from textclass.runtime.onnx_engine import OnnxEngine
 
     minilm = minilm_folder()
     texts = read_texts(SST2_DEV, args.limit)

@@ -27,8 +27,8 @@ from common import SST2_DEV, cpu_name, read_texts, table
 def session_probs(path: Path, clf, encoded, batch_size: int | None = None) -> tuple[np.ndarray, float]:
     """Probabilities (temperature, softmax) from an ONNX file on one thread, and the CPU seconds it took."""
     from textclass import postprocess
-    from textclass.batching import make_batches
-    from textclass.onnx_engine import OnnxEngine
+    from textclass.runtime.batching import make_batches
+    from textclass.runtime.onnx_engine import OnnxEngine
 
     engine = OnnxEngine(path, "bench", threads=1)
     logits = np.empty((len(encoded), clf.config.num_labels), np.float32)
@@ -50,12 +50,12 @@ def main() -> None:
 
     import onnx
 
-    from textclass import artefacts
-    from textclass.api import Classifier
-    from textclass.calibration import calibration_batches
-    from textclass.contract import evaluate
-    from textclass.cpu import int8_plan
-    from textclass.quantize import FORMATS, PLANS, channel_ranges, fold_constants, quantize_rows
+    from textclass.accuracy.contract import evaluate
+    from textclass.classifier import Classifier
+    from textclass.onnx import cache as artefacts
+    from textclass.onnx.calibration import calibration_batches
+    from textclass.onnx.quantize import FORMATS, PLANS, channel_ranges, fold_constants, quantize_rows
+    from textclass.runtime.cpu import int8_plan
 
     clf = Classifier.from_pretrained(args.model, backend="onnx", dtype="fp32")
     texts = read_texts(Path(args.texts), None)

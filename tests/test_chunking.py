@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from conftest import CORPUS
 from textclass import postprocess
-from textclass.api import Classifier
-from textclass.chunking import split, windows_for
-from textclass.cli import app
+from textclass.classifier import Classifier
+from textclass.cli.app import app
 from textclass.errors import InputError
+from textclass.tasks.chunking import split, windows_for
 
 # Sentences of 5-15 words: a long, multi-sentence document for a 64-token model.
 SENTENCES = [" ".join(CORPUS[i % len(CORPUS)].split()[: 5 + (i * 7) % 11]).rstrip(".!?") + "." for i in range(24)]

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from textclass.cli import app
+from textclass.cli.app import app
 
 runner = CliRunner()
 
@@ -202,7 +202,7 @@ def test_real_process_exit_codes(tiny_checkpoints, tmp_path):
     ],
 )
 def test_quick_entry_takes_only_plain_classify_calls(argv, expected):
-    from textclass.entry import quick_classify_args
+    from textclass.cli.entry import quick_classify_args
 
     assert quick_classify_args(argv) == expected
 
@@ -211,7 +211,7 @@ def test_quick_entry_prints_what_the_full_cli_prints_without_importing_typer(tin
     folder = str(tiny_checkpoints["bert"][0])
     args = ["classify", "good", "so-so", "--model", folder, "-k", "0", "-f", "json"]
     code = (
-        "import sys; from textclass.entry import main; main(hard_exit=False); "
+        "import sys; from textclass.cli.entry import main; main(hard_exit=False); "
         "print(sorted(m for m in sys.modules if m in ('typer', 'click', 'pydantic')))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

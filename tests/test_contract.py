@@ -20,7 +20,7 @@ import pytest
 
 from conftest import CORPUS, build_checkpoint
 from serverutil import LiveServer
-from textclass.api import Classifier
+from textclass.classifier import Classifier
 from textclass.server.app import create_app
 from textclass.server.settings import ServerSettings, model_name
 
@@ -254,7 +254,7 @@ def test_info_names_the_model_without_the_servers_paths(classifier, tmp_path):
     snapshot = tmp_path / "hub" / "models--acme--reviews-v2" / "snapshots" / "0123abc"
     snapshot.mkdir(parents=True)
     assert model_name(snapshot) == "acme/reviews-v2"  # a hub download: its hub id, not the cache's layout
-    from textclass.bundled import bundled_models
+    from textclass.checkpoint.locate import bundled_models
 
     assert model_name(bundled_models()["sentiment-en"]) == "sentiment-en"
 
@@ -349,7 +349,7 @@ def test_schemathesis_finds_nothing(tmp_path):
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if cli is None:
         pytest.skip("needs schemathesis: pip install schemathesis")
-    from textclass.bundled import bundled_models
+    from textclass.checkpoint.locate import bundled_models
 
     (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG)
     server = LiveServer(bundled_models()["sentiment-en"], tmp_path / "server.log", "--no-access-log").wait_healthy()

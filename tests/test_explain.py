@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CORPUS
-from textclass import explain as explain_module
-from textclass.api import Classifier
-from textclass.cli import app
+from textclass.checkpoint.tokenizer import Encoded
+from textclass.classifier import Classifier
+from textclass.cli.app import app
 from textclass.errors import InputError
-from textclass.faithfulness import aopc, delete_words
-from textclass.tokenize import Encoded
+from textclass.tasks import explain as explain_module
+from textclass.tasks.faithfulness import aopc, delete_words
 
 TEXTS = [CORPUS[0], CORPUS[3], CORPUS[5], CORPUS[9]]  # plain, accents, emoji, contractions and punctuation
 HOSTILE = 'a <script>alert("x")</script> <img src=x onerror="alert(1)"> [bold]film[/bold] & more'

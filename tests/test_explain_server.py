@@ -9,7 +9,7 @@ import pytest
 
 from conftest import CORPUS
 from serverutil import LiveServer
-from textclass.api import Classifier
+from textclass.classifier import Classifier
 
 DOCUMENT = " ".join(CORPUS * 3)  # far past the tiny model's 64 tokens
 # Text that would run if it were ever treated as HTML; the emoji checks offsets counted in code points.

@@ -23,9 +23,9 @@ from familykit import (
 )
 from test_family_electra import SIZES
 from textclass import Classifier
-from textclass.checkpoint import build_model, open_checkpoint
+from textclass.checkpoint.describe import describe
+from textclass.checkpoint.folder import build_model, open_checkpoint
 from textclass.errors import CheckpointError
-from textclass.inspect import describe
 
 SHARED = "albert.encoder.albert_layer_groups.0.albert_layers.0"
 

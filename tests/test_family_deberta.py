@@ -141,7 +141,7 @@ def test_logits_match_transformers(tiny, tokenizer, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_hidden_states_match_on_valid_positions(tiny, tokenizer, variant):
     """Every valid position matches, not only the first token the head reads; padded rows stay finite."""
-    from textclass.checkpoint import build_model, open_checkpoint
+    from textclass.checkpoint.folder import build_model, open_checkpoint
 
     folder, model = tiny[variant]
     ours, _ = build_model(open_checkpoint(folder))
@@ -222,7 +222,7 @@ def test_onnx_matches_torch_at_every_length(tiny, variant):
 # ---- checkpoints: bases, damage, unsupported values -----------------------------------------------
 @pytest.mark.parametrize(("kind", "legacy"), [("base", True), ("mlm", True), ("mlm", False)])
 def test_base_checkpoint_loads_but_does_not_classify(tmp_path, tokenizer, kind, legacy):
-    from textclass.checkpoint import build_model, open_checkpoint
+    from textclass.checkpoint.folder import build_model, open_checkpoint
 
     # MLM heads: "cls.predictions.*" (legacy) or "lm_predictions.lm_head.*"; neither is part of a classifier.
     folder = save(tmp_path / kind, make_model("v3", kind=kind, legacy=legacy), tokenizer)
@@ -315,7 +315,7 @@ def test_spm_model_alone_matches_sentencepiece(spm_checkpoint):
     """The tokenizer DeBERTa was trained with is SentencePiece itself: same pieces on text without special tokens."""
     import sentencepiece
 
-    from textclass.tokenize import Tokenizer
+    from textclass.checkpoint.tokenizer import Tokenizer
 
     processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_checkpoint / "spm.model"))
     ours = Tokenizer.from_folder(spm_checkpoint, 10**6, return_token_type_ids=True)
@@ -328,7 +328,7 @@ def test_spm_tokenizer_settings_match_transformers(tmp_path, settings):
     pytest.importorskip("sentencepiece")
     from transformers import DebertaV2Tokenizer
 
-    from textclass.tokenize import Tokenizer
+    from textclass.checkpoint.tokenizer import Tokenizer
 
     folder = write_spm_tokenizer(tmp_path, **settings)
     ours = Tokenizer.from_folder(folder, TINY_MAX_TOKENS, return_token_type_ids=True)
@@ -342,8 +342,8 @@ def test_spm_model_without_sentencepiece_says_what_to_install(spm_checkpoint, mo
 
 
 def test_describe(tiny):
-    from textclass.checkpoint import open_checkpoint
-    from textclass.inspect import describe
+    from textclass.checkpoint.describe import describe
+    from textclass.checkpoint.folder import open_checkpoint
 
     folder, _ = tiny["v2"]
     info = describe(folder)

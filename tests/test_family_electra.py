@@ -26,9 +26,9 @@ from familykit import (
     save,
 )
 from textclass import Classifier
-from textclass.checkpoint import build_model, open_checkpoint
+from textclass.checkpoint.describe import describe
+from textclass.checkpoint.folder import build_model, open_checkpoint
 from textclass.errors import CheckpointError
-from textclass.inspect import describe
 
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
              max_position_embeddings=TINY_MAX_TOKENS, initializer_range=0.3)  # fmt: skip

@@ -174,7 +174,7 @@ def test_onnx_matches_torch_at_every_length(tiny, variant):
 # ---- checkpoints: bases, damage, unsupported values -----------------------------------------------
 @pytest.mark.parametrize("kind", ["base", "mlm"])
 def test_base_checkpoint_loads_but_does_not_classify(tmp_path, tokenizer, kind):
-    from textclass.checkpoint import build_model, open_checkpoint
+    from textclass.checkpoint.folder import build_model, open_checkpoint
 
     model = make_model(tokenizer, kind=kind, **VARIANTS["cls"])
     folder = save(tmp_path / kind, model, tokenizer)
@@ -237,8 +237,8 @@ def test_tokenizer_ids_match_transformers(tiny):
 
 
 def test_describe(tiny):
-    from textclass.checkpoint import open_checkpoint
-    from textclass.inspect import describe
+    from textclass.checkpoint.describe import describe
+    from textclass.checkpoint.folder import open_checkpoint
 
     folder, _ = tiny["mean"]
     info = describe(folder)

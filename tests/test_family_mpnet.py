@@ -244,7 +244,7 @@ def test_tokenizer_matches_transformers(tiny, clf):
 
 
 def test_describe(tiny):
-    from textclass.inspect import describe
+    from textclass.checkpoint.describe import describe
 
     info = describe(tiny[0])
     assert (info["family"], info["model_type"], info["max_length"]) == ("mpnet", "mpnet", MAX_TOKENS)
@@ -290,7 +290,7 @@ def all_mpnet() -> Path:
 def test_all_mpnet_base_v2_hidden_states_match_transformers(all_mpnet):
     from transformers import AutoModel, AutoTokenizer
 
-    from textclass.checkpoint import build_model, open_checkpoint
+    from textclass.checkpoint.folder import build_model, open_checkpoint
 
     checkpoint = open_checkpoint(all_mpnet)
     assert checkpoint.config.raw["architectures"] == ["MPNetForMaskedLM"] and checkpoint.config.max_tokens == 512

@@ -19,7 +19,7 @@ from conftest import CORPUS, TINY_MAX_TOKENS
 from serverutil import LiveServer
 from textclass import Classifier
 from textclass.batch import BatchJob, ScoreOptions, run_batch
-from textclass.cli import app
+from textclass.cli.app import app
 
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 LABELS = {"id2label": {0: "neg", 1: "neutral", 2: "pos"}, "label2id": {"neg": 0, "neutral": 1, "pos": 2}}

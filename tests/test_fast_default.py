@@ -20,11 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SST2
-from textclass import cpu, quantize
-from textclass.api import Classifier
-from textclass.bundled import DEFAULT_MODEL, bundled_models
-from textclass.contract import CONTRACT, evaluate, probabilities
-from textclass.engine import PRECISION_ENV, Precision, pick_precision
+from textclass.accuracy.contract import CONTRACT, evaluate, probabilities
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
+from textclass.classifier import Classifier
+from textclass.onnx import quantize
+from textclass.runtime import cpu
+from textclass.runtime.engine import PRECISION_ENV, Precision, pick_precision
 
 BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ssse3 sse4_1 sse4_2 popcnt avx f16c"
 FLAGS = {  # the three CPUs of ../shared/RECIPES.md, by the flags that matter
@@ -136,7 +137,7 @@ def test_default_follows_the_instruction_set_never_the_vendor(monkeypatch, kind,
         precision = pick_precision("cpu")
         assert precision == Precision("onnx", dtype, required=False, rescore=dtype == "int8")
         assert decisive in precision.reason and cpu.int8_plan() == plan
-    from textclass.export import export_settings
+    from textclass.onnx.export import export_settings
 
     # The cached int8 graph records the plan: one built for another instruction set is rebuilt, never run.
     assert export_settings("int8")["quantization"]["plan"] == plan
@@ -275,7 +276,7 @@ def test_per_row_int8_keeps_the_contract_on_the_trained_model_whatever_the_batch
 def test_the_default_scores_near_ties_again_in_fp32_and_keeps_the_rest_in_int8():
     """The CPU default (rescore.py): a text int8 leaves near a tie gets exact fp32's logits, every other text
     per-row int8's, and either way the same alone as in any batch."""
-    from textclass.rescore import MARGIN, RescoringEngine, near_ties
+    from textclass.runtime.rescore import MARGIN, RescoringEngine, near_ties
 
     sentences = dev_sentences(120)
     texts = sentences + [f"{a.strip()}, but {b.strip()}" for a, b in zip(sentences[:60], sentences[60:])]
@@ -303,7 +304,7 @@ def test_the_default_scores_near_ties_again_in_fp32_and_keeps_the_rest_in_int8()
 
 
 def test_near_ties_for_exclusive_and_independent_labels():
-    from textclass.rescore import near_ties
+    from textclass.runtime.rescore import near_ties
 
     # softmax: top minus runner-up at most 0.5 (two labels: top probability at most 0.75)
     logits = np.log(np.array([[0.7, 0.3], [0.8, 0.2], [0.5, 0.5], [0.1, 0.9], [0.6, 0.3, 0.1][:2]]))
@@ -318,7 +319,7 @@ def test_near_ties_for_exclusive_and_independent_labels():
 
 
 def test_regroup_batches_rows_of_several_batches_afresh():
-    from textclass.batching import Batch, regroup
+    from textclass.runtime.batching import Batch, regroup
 
     def batch(indices, lengths, width):
         ids = np.full((len(lengths), width), 9, dtype=np.int64)
@@ -351,7 +352,7 @@ def expected_default() -> str:
 
 @bundled
 def test_check_command_measures_the_default_on_a_file(tmp_path):
-    from textclass.cli import app
+    from textclass.cli.app import app
 
     texts = dev_sentences(80)
     data = tmp_path / "reviews.csv"
@@ -378,8 +379,8 @@ def test_check_command_measures_the_default_on_a_file(tmp_path):
 
 @bundled
 def test_inspect_and_verbose_say_which_mode_runs_and_why():
-    from textclass.cli import app
-    from textclass.inspect import describe
+    from textclass.checkpoint.describe import describe
+    from textclass.cli.app import app
 
     info = describe(bundled_models()[DEFAULT_MODEL])
     assert info["default_precision"] == expected_default() and "CPU default" in info["precision_reason"]
@@ -422,7 +423,7 @@ def test_served_answers_do_not_move_with_concurrent_traffic():
 @bundled
 def test_near_ties_keep_their_int8_answers_when_no_fp32_engine_opens(caplog):
     """The second opinion never costs an answer: an fp32 engine that cannot be opened leaves int8's, with a warning."""
-    from textclass.rescore import RescoringEngine, near_ties
+    from textclass.runtime.rescore import RescoringEngine, near_ties
 
     default = Classifier.from_pretrained()
     if not isinstance(default.engine, RescoringEngine):
@@ -444,8 +445,8 @@ def test_near_ties_keep_their_int8_answers_when_no_fp32_engine_opens(caplog):
 
 
 def test_check_says_to_pin_fp32_where_the_mode_ran_slower(capsys, tmp_path):
-    from textclass.commands.check import _print
-    from textclass.contract import Measurement
+    from textclass.accuracy.contract import Measurement
+    from textclass.cli.check import _print
 
     probs = two_labels(np.linspace(0.05, 0.95, 50))
     verdict = evaluate(probs, probs, probs[:5], probs[:5])

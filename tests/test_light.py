@@ -35,7 +35,7 @@ def run_python(code: str, tmp_path: Path, *args: str, missing: tuple[str, ...] =
 
 def textclass(tmp_path: Path, *args: str, missing: tuple[str, ...] = LIGHT) -> subprocess.CompletedProcess:
     """The `textclass` command without torch (and without what else `missing` names)."""
-    code = "sys.argv[0] = 'textclass'; from textclass.entry import main; main()"
+    code = "sys.argv[0] = 'textclass'; from textclass.cli.entry import main; main()"
     return run_python(code, tmp_path, *args, missing=missing)
 
 

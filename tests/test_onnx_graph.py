@@ -17,12 +17,12 @@ import pytest
 
 from conftest import CORPUS, FAMILIES
 from textclass import Classifier
-from textclass.batching import make_batches
-from textclass.checkpoint import open_checkpoint
+from textclass.checkpoint.folder import open_checkpoint
 from textclass.errors import CheckpointError
-from textclass.export import export_onnx
 from textclass.extras import MissingExtra
-from textclass.onnx_engine import OnnxEngine
+from textclass.onnx.export import export_onnx
+from textclass.runtime.batching import make_batches
+from textclass.runtime.onnx_engine import OnnxEngine
 
 TEXTS = CORPUS + ["", "ok", "word " * 300, ("a premise about cats", "a hypothesis about dogs")]
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu")

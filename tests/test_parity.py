@@ -80,7 +80,7 @@ def test_truncation_off_rejects_long_text(tiny_checkpoints):
 def test_minilm_hidden_states_match_transformers(minilm_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from textclass.checkpoint import build_model, open_checkpoint
+    from textclass.checkpoint.folder import build_model, open_checkpoint
 
     checkpoint = open_checkpoint(minilm_dir)
     ours, new_head = build_model(checkpoint)

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import CORPUS, make_model, make_tokenizer
-from textclass import Classifier, artefacts
-from textclass.bundled import DEFAULT_MODEL, bundled_models
-from textclass.engine import Precision, pick_precision
+from textclass import Classifier
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
 from textclass.errors import InputError
+from textclass.onnx import cache as artefacts
+from textclass.runtime.engine import Precision, pick_precision
 
 WORDPIECE = ("bert", "distilbert")
 MODES = [("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
@@ -249,7 +250,7 @@ def test_later_sessions_load_the_saved_optimized_graph(tmp_path, vocab_txt, user
 
 
 def test_saved_graphs_are_pruned_least_recently_used_first(tmp_path, monkeypatch):
-    from textclass.onnx_engine import prune
+    from textclass.runtime.onnx_engine import prune
 
     root = tmp_path / "ort"
     for name, used in [("old", 100), ("mid", 200), ("new", 300)]:
@@ -345,7 +346,7 @@ def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
 def test_side_by_side_only_where_a_second_copy_of_the_weights_is_small(tiny):
     from types import SimpleNamespace
 
-    from textclass.engine import SIDE_BY_SIDE_BYTES, _second_copy_bytes
+    from textclass.runtime.engine import SIDE_BY_SIDE_BYTES, _second_copy_bytes
 
     def sizes(layers: int, hidden: int, inner: int) -> SimpleNamespace:
         return SimpleNamespace(config=SimpleNamespace(num_layers=layers, hidden_size=hidden, intermediate_size=inner))

@@ -15,8 +15,8 @@ from conftest import CORPUS, build_checkpoint
 from serverutil import LiveServer
 from test_cli import assert_clean_error
 from test_server_lifecycle import _without_fast_path
-from textclass.api import Classifier
-from textclass.cli import app as cli_app
+from textclass.classifier import Classifier
+from textclass.cli.app import app as cli_app
 from textclass.errors import InputError
 
 QUERY = "What does the quick fox do?"

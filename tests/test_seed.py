@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textclass.tokenize import Tokenizer
+from textclass.checkpoint.tokenizer import Tokenizer
 
 SEQUENCE = "I've been waiting for a HuggingFace course my whole life."
 SEED_IDS = [101, 1045, 1005, 2310, 2042, 3403, 2005, 1037, 17662, 12172, 2607, 2026, 2878, 2166, 1012, 102]

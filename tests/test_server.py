@@ -14,7 +14,7 @@ import pytest
 from conftest import CORPUS
 from serverutil import LiveServer
 from textclass import postprocess
-from textclass.api import Classifier
+from textclass.classifier import Classifier
 
 KEY = "test-secret-key"
 LONG_TEXT = " ".join(CORPUS)  # well over the tiny models' 64-token limit

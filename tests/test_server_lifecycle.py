@@ -16,9 +16,9 @@ import pytest
 
 from conftest import CORPUS
 from serverutil import LiveServer
-from textclass.api import Classifier
+from textclass.checkpoint.tokenizer import Encoded
+from textclass.classifier import Classifier
 from textclass.server.batcher import Batcher, BatchFailed
-from textclass.tokenize import Encoded
 
 
 # ---- the batcher with a fake model ------------------------------------------------------------------

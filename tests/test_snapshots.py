@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from textclass import Classifier
-from textclass.bundled import DEFAULT_MODEL, bundled_models
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
 
 HERE = Path(__file__).parent
 SNAPSHOTS = sorted((HERE / "snapshots").glob("*.json"))

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from textclass import Classifier
-from textclass.checkpoint import open_checkpoint
-from textclass.convert import convert_checkpoint
+from textclass.checkpoint.convert import convert_checkpoint
+from textclass.checkpoint.folder import open_checkpoint
+from textclass.checkpoint.tf_names import pytorch_name
 from textclass.errors import CheckpointError
-from textclass.models.tf_names import pytorch_name
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 TF_FAMILIES = ("distilbert", "bert", "roberta")
@@ -79,7 +79,7 @@ def test_convert_round_trip_loads_in_transformers_v5(family, tmp_path):
 def test_convert_command_and_its_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from textclass.cli import app
+    from textclass.cli.app import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["convert", "--model", str(FIXTURES / "roberta"), "--out", str(tmp_path / "out")])
@@ -172,7 +172,7 @@ def test_format_preference_safetensors_then_bin_then_h5(tmp_path):
 
 
 def test_inspect_reads_h5():
-    from textclass.inspect import describe
+    from textclass.checkpoint.describe import describe
 
     info = describe(FIXTURES / "bert")
     assert info["weight_files"] == ["tf_model.h5"] and info["has_classification_head"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, SST2, TINY_MAX_TOKENS, make_tokenizer
-from textclass.tokenize import Tokenizer
+from textclass.checkpoint.tokenizer import Tokenizer
 
 TRICKY = CORPUS + [
     "",

@@ -50,13 +50,13 @@ def doc_blocks() -> list[Block]:
 @pytest.fixture(params=["bundled", "tiny"])
 def default_model(request, monkeypatch, tmp_path_factory) -> tuple[Path | None, bool]:
     """(folder that `from_pretrained()` with no argument loads, whether it is the real bundled model)."""
-    import textclass.bundled
+    import textclass.checkpoint.locate
 
     if request.param == "bundled":
         candidate = os.environ.get("TEXTCLASS_WALKTHROUGH_MODEL")
         if candidate:
             folder = Path(candidate)
-        elif "sentiment-en" in textclass.bundled.bundled_models():
+        elif "sentiment-en" in textclass.checkpoint.locate.bundled_models():
             return None, True
         else:
             pytest.skip(
@@ -67,14 +67,14 @@ def default_model(request, monkeypatch, tmp_path_factory) -> tuple[Path | None, 
         vocab_txt = request.getfixturevalue("vocab_txt")
         folder = tmp_path_factory.mktemp("walkthrough-tiny")
         build_checkpoint(folder, "bert", vocab_txt, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"})
-    monkeypatch.setattr(textclass.bundled, "bundled_models", lambda: {"sentiment-en": folder})
+    monkeypatch.setattr(textclass.checkpoint.locate, "bundled_models", lambda: {"sentiment-en": folder})
     return folder, request.param == "bundled"
 
 
 def run_console(block: Block, placeholders: dict[str, str]) -> None:
     from typer.testing import CliRunner
 
-    from textclass.cli import app
+    from textclass.cli.app import app
 
     for line in block.body.splitlines():
         if not line.startswith("$ "):

@@ -14,10 +14,10 @@ from conftest import CORPUS, build_checkpoint
 from serverutil import LiveServer
 from test_cli import assert_clean_error
 from test_rerank import fast_and_declared
-from textclass.api import Classifier
-from textclass.cli import app as cli_app
+from textclass.classifier import Classifier
+from textclass.cli.app import app as cli_app
 from textclass.errors import InputError
-from textclass.tasks import DEFAULT_HYPOTHESIS_TEMPLATE
+from textclass.tasks.rerank import DEFAULT_HYPOTHESIS_TEMPLATE
 
 NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
 LABELS = ("sports", "politics", "science", "cooking", "space travel")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 from conftest import CORPUS  # noqa: E402
-from textclass.bundled import DEFAULT_MODEL, bundled_models  # noqa: E402
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tiny"
 SNAPSHOTS = ROOT / "tests" / "snapshots"

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from textclass.api import Classifier
+    from textclass.classifier import Classifier
     from textclass.errors import TextclassError
 
 
 def __getattr__(name: str):
     if name == "Classifier":
-        from textclass.api import Classifier
+        from textclass.classifier import Classifier
 
         return Classifier
     if name in ("TextclassError", "CheckpointError", "InputError"):

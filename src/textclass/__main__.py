@@ -1,3 +1,3 @@
-from textclass.entry import main
+from textclass.cli.entry import main
 
 main()

@@ -32,7 +32,7 @@ def run_local(
     job: BatchJob, spec: InputSpec, model: str, schema: pa.Schema, store: PartStore, progress: Progress
 ) -> int:
     """Score the rows after store.rows_done into the store; returns how many rows got an error."""
-    from textclass.api import Classifier
+    from textclass.classifier import Classifier
 
     clf = Classifier.from_pretrained(model, device=job.device, dtype=job.dtype, backend=job.backend)
     chunks = read_chunks(spec, job.chunk_rows, store.rows_done, on_bytes=progress.on_bytes)

@@ -49,7 +49,7 @@ class _Scorer:
 
     def __init__(self, model: str, precision: dict[str, str | None], options: ScoreOptions, schema: pa.Schema):
         """precision: from_pretrained's device, dtype and backend."""
-        from textclass.api import Classifier
+        from textclass.classifier import Classifier
 
         self.clf = Classifier.from_pretrained(model, **precision)
         self.options, self.schema = options, schema

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from textclass import chunking
 from textclass.batch.job import ENGINES, BatchJob, BatchResult, Progress, fingerprint
 from textclass.batch.readers import InputSpec, check_columns, detect_format, id_type
 from textclass.batch.score import output_schema
 from textclass.batch.writer import PartStore, output_format
 from textclass.errors import InputError
+from textclass.tasks import chunking
 
 
 def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
     """Score every row of job.input into job.output; with resume, continue an interrupted run of the same job."""
-    from textclass.bundled import resolve_model
-    from textclass.checkpoint import open_checkpoint
+    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.checkpoint.locate import resolve_model
 
     if job.engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {job.engine!r}")

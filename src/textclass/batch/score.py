@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from textclass import chunking, postprocess
+from textclass import postprocess
+from textclass.tasks import chunking
 
 if TYPE_CHECKING:
-    from textclass.api import Classifier
-    from textclass.tokenize import Encoded
+    from textclass.checkpoint.tokenizer import Encoded
+    from textclass.classifier import Classifier
 
 TOP_K_TYPE = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
 

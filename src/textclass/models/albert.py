@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from textclass.config import activation_name
 from textclass.errors import CheckpointError
 from textclass.models.bert import _EMBEDDINGS, bert_lineage_table
+from textclass.models.config import activation_name
 from textclass.models.electra import FactorisedConfig, FactorisedEmbeddings
 from textclass.models.electra import _read as read_electra
 from textclass.models.encoder import Layer, SequenceClassifier, padding_mask

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.errors import CheckpointError
+from textclass.models.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
 
 # The shared post-LN encoder (models/encoder.py) that the BERT lineage runs on, and its ONNX graph built without
 # torch (onnx_graph.py mirrors encoder.py's explicit-attention export).
 ENCODER_MODEL = "textclass.models.encoder:SequenceClassifier"
-ENCODER_ONNX = "textclass.onnx_graph:build_graph"
+ENCODER_ONNX = "textclass.onnx.graph:build_graph"
 
 _EMBEDDINGS = {
     "embeddings.word_embeddings": "encoder.embeddings.word",

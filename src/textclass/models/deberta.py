@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.errors import CheckpointError
+from textclass.models.config import EncoderConfig, activation_name, encoder_sizes, read_labels, require
 from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import TOKENIZER_FILES, Family, layer_modules, module_table
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from textclass.config import EncoderConfig, activation_name, read_labels, require
 from textclass.errors import CheckpointError
 from textclass.models.bert import ENCODER_MODEL, ENCODER_ONNX, bert_lineage_table
+from textclass.models.config import EncoderConfig, activation_name, read_labels, require
 from textclass.models.family import Family
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from textclass.config import EncoderConfig
 from textclass.models.bert import _EMBEDDINGS, _LAYER, bert_lineage_table
 from textclass.models.bert import _read as read_bert
+from textclass.models.config import EncoderConfig
 from textclass.models.encoder import Embeddings, Encoder, SequenceClassifier
 from textclass.models.family import Family, module_table
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textclass.config import EncoderConfig
+from textclass.models.config import EncoderConfig
 
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:

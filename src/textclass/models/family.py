@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from textclass.config import EncoderConfig
+from textclass.models.config import EncoderConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,7 +48,7 @@ class Family:
     # plain graph (ORT's own graph optimizations still run when the session opens).
     onnx_fusion: str | None = None
     # "module:function" that builds the classifier's ONNX graph from config.json and numpy weights, without
-    # torch (textclass.onnx_graph:build_graph for the BERT lineage); None: the torch exporter, which needs torch.
+    # torch (textclass.onnx.graph:build_graph for the BERT lineage); None: the torch exporter, which needs torch.
     onnx_builder: str | None = None
     tokenizer_files: tuple[str, ...] = TOKENIZER_FILES
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textclass.config import EncoderConfig, activation_name, encoder_sizes, read_labels
 from textclass.errors import CheckpointError
+from textclass.models.config import EncoderConfig, activation_name, encoder_sizes, read_labels
 from textclass.models.encoder import SequenceClassifier, activate
 from textclass.models.family import Family, layer_modules, module_table
 

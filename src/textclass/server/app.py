@@ -16,8 +16,9 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from textclass import __version__, chunking, postprocess, tasks
-from textclass.api import Classifier
+from textclass import __version__, postprocess
+from textclass.checkpoint.tokenizer import Encoded, TextInput
+from textclass.classifier import Classifier
 from textclass.errors import InputError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
 from textclass.server.errors import ApiError, add_error_handlers, documented, error_body
@@ -43,7 +44,8 @@ from textclass.server.schemas import (
     predict_inputs,
 )
 from textclass.server.settings import ServerSettings, model_name
-from textclass.tokenize import Encoded, TextInput
+from textclass.tasks import chunking
+from textclass.tasks import rerank as tasks
 
 log = logging.getLogger("textclass.server")
 UI_PAGE = Path(__file__).with_name("ui.html")

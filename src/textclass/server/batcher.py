@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from textclass.checkpoint.tokenizer import Encoded
 from textclass.server.metrics import ServerMetrics
-from textclass.tokenize import Encoded
 
 log = logging.getLogger("textclass.server")
 

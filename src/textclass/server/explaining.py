@@ -13,12 +13,12 @@ from typing import Any
 import anyio
 import numpy as np
 
-from textclass import explain
-from textclass.api import Classifier
+from textclass.classifier import Classifier
 from textclass.errors import InputError
 from textclass.extras import MissingExtra
 from textclass.server.errors import ApiError
 from textclass.server.schemas import ExplainRequest
+from textclass.tasks import explain
 
 # Texts per request: occlusion scores one variant per word, so one text can cost hundreds of model rows.
 MAX_EXPLAIN_INPUTS = 8

@@ -91,7 +91,7 @@ def serve(settings: ServerSettings) -> None:
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from textclass.api import Classifier
+    from textclass.classifier import Classifier
     from textclass.server.app import create_app
     from textclass.server.settings import model_name
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textclass.batching import collate
-from textclass.tokenize import Encoded
+from textclass.checkpoint.tokenizer import Encoded
+from textclass.runtime.batching import collate
 
 # Batches per bucket: larger buckets pad less, smaller ones keep batches more random.
 BUCKET_BATCHES = 50

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textclass.config import EncoderConfig
 from textclass.errors import TextclassError
 from textclass.fileio import atomic_write
+from textclass.models.config import EncoderConfig
 from textclass.train import metrics as metric_fns
 from textclass.train.batches import loss_sum
 from textclass.train.data import Dataset, Task
@@ -68,7 +68,7 @@ def _run_teacher(
     folder: str, dataset: Dataset, student: EncoderConfig, args: TrainArgs, max_length: int, reporter: Reporter
 ) -> np.ndarray:
     """(rows, labels) fp32 logits of the teacher on the training texts, columns in the student's label order."""
-    from textclass.api import Classifier
+    from textclass.classifier import Classifier
 
     began = time.perf_counter()
     teacher = Classifier.from_pretrained(folder, device=args.device, dtype="fp32")

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from textclass.config import TEMPERATURE_KEY
 from textclass.fileio import write_json
+from textclass.models.config import TEMPERATURE_KEY
 from textclass.postprocess import sigmoid, softmax
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Task, encode_targets, label_lookup, load_dataset
@@ -43,7 +43,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of `model` (None: the bundled model) on `data` as a dict (also written to out_dir/metrics.json
     with plots). device, dtype, backend: as Classifier.from_pretrained takes them."""
-    from textclass.api import Classifier
+    from textclass.classifier import Classifier
 
     classifier = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     config = classifier.config

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from textclass.batching import make_batches
 from textclass.errors import TextclassError
+from textclass.runtime.batching import make_batches
 from textclass.train import metrics as metric_fns
 from textclass.train.batches import epoch_plan, loss_sum, tensor_batch
 from textclass.train.distill import distill_loss_sum

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from textclass.checkpoint import Checkpoint, init_parameters, map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint.folder import Checkpoint, init_parameters, map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint.tokenizer import Tokenizer
 from textclass.errors import TextclassError
-from textclass.tokenize import Tokenizer
 from textclass.train.data import PROBLEM_TYPES, Task
 
 _OUTPUT_LAYER = ("head.out.weight", "head.out.bias")

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from textclass.config import TEMPERATURE_KEY
 from textclass.errors import TextclassError
 from textclass.fileio import write_json
+from textclass.models.config import TEMPERATURE_KEY
 from textclass.train import metrics as metric_fns
 from textclass.train.data import Dataset, encode_targets, label_lookup, label_names, load_dataset
 from textclass.train.distill import load_teacher

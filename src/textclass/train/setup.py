@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from textclass.checkpoint.tokenizer import Encoded, Tokenizer
 from textclass.errors import TextclassError
-from textclass.tokenize import Encoded, Tokenizer
 from textclass.train.data import Dataset, Task
 
 DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "mse"}

@@ -1,0 +1,85 @@
+"""What every command shares: the option definitions (one help text each), printing an error, reading texts.
+
+cli/app.py and the other command modules import this module; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Checkpoint folder, hub id (org/name) or bundled model name (default: the bundled model)."
+    ),
+]
+InputOption = Annotated[Path | None, typer.Option("--input", "-i", help="File with one text per line ('-' for stdin).")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32 (exact), bf16, fp16 or int8 (default: the checkpoint's measured choice, else ONNX Runtime fp32 on "
+        "CPU and bf16 on a GPU). int8 alone runs ONNX Runtime int8."
+    ),
+]
+BackendOption = Annotated[
+    str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU only; exported once and cached beside the model).")
+]
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
+    """TEXT arguments, or the lines of --input (a file or '-'), or of piped standard input."""
+    if texts and input_file:
+        fail("give texts as arguments or with --input, not both")
+    if texts:
+        return list(texts)
+    if input_file is not None:
+        if str(input_file) == "-":
+            raw = sys.stdin.buffer.read()
+            source = "standard input"
+        else:
+            if not input_file.is_file():
+                fail(f"input file {input_file} does not exist")
+            raw = input_file.read_bytes()
+            source = str(input_file)
+    elif not sys.stdin.isatty():
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        fail("no texts to classify; pass TEXT arguments, --input FILE, or pipe lines on standard input")
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{source} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); re-encode it as UTF-8"
+        )
+    lines = content.splitlines()
+    if not lines:
+        fail(f"{source} is empty; expected one text per line")
+    return lines
+
+
+# Texts past the model's limit (chunking.py): classify and batch take the same four options.
+LongTextOption = Annotated[
+    str, typer.Option(help="Texts past the model's limit: truncate, or chunk (score windows, aggregate).")
+]
+ChunkTokensOption = Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")]
+StrideOption = Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")]
+AggregateOption = Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")]

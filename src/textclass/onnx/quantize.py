@@ -1,0 +1,346 @@
+"""Int8 whose answer for a text does not depend on its batch: per-row activation scales, per-channel weights.
+
+ONNX Runtime's dynamic quantization (`quantize_dynamic`) picks one activation scale per tensor, i.e. per batch,
+so a text's scores move with its neighbours (up to 0.28 in probability on the bundled model). Here every MatMul
+with a constant weight in the fp32 graph (export.py) becomes
+
+    x'    = x / s                                        # s: (in,) per-channel smoothing, fixed at export
+    scale = max|x'| over the row / 127                   # (batch, seq, 1): one scale per token, from it alone
+    q     = uint8(round(x' / scale) + 128)               # (batch, seq, in)
+    y     = MatMulIntegerToFloat(q, Wq, scale, w_scale)  # (batch, seq, out) fp32; Wq = int8(s·W) per column
+
+Integer sums are exact, so a text scores bit for bit the same alone or in any batch. Fused Attention's QKV
+projection is split out the same way (three products from one quantized input); attention itself, LayerNorm,
+GELU, softmax and the classification head stay fp32 (the head sees one row per text: it costs nothing, and its
+error would land straight on the logits). Embeddings stay fp32 (a lookup; beside the checkpoint they are read
+from its safetensors file).
+
+What decided this (bundled model against exact fp32 on SST-2 dev halves; AMD EPYC, AVX2 without VNNI):
+- uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran 4x slower). Without VNNI its
+  kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and 8-bit
+  weights (relative error 0.3 on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and
+  run 1.5x fp32 on one core, but miss the contract: p99 |Δp| 0.063-0.10, labels flipped at 0.75. So 8 bits
+  and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights are stored as uint8 around
+  128 for MLAS's u8·u8 kernel (16-bit products, no overflow; 1.25-1.4x fp32 on one core). cpu.int8_plan picks.
+- A few residual channels reach 15x the others (channel 99 of the bundled model: 28 where most stay under 2),
+  and a row's scale follows its largest value: the other channels kept 3-4 bits. Dividing each input channel by
+  s = sqrt(its typical max / its weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5)
+  evens them out: p99 0.049 -> 0.035, mean 0.0033 -> 0.0021. The typical max is measured at export on
+  calibration.py's sentences (random token ids gave p99 0.064; held-out SST-2 phrases 0.044; those 0.032-0.035).
+- A GELU's output is ≥ -0.17: shifted by +0.171 it is quantized unsigned over [0, max], which doubles the
+  resolution of a symmetric range; the shift comes off again as a constant bias, -0.171·Σₖ W[k, n].
+- The row scale is MatMulIntegerToFloat's A scale (it broadcasts (batch, seq, 1)): no extra pass over the
+  output. That op then scales its bias input by the row scale too, so biases go to the consumer or an Add.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+    from textclass.runtime.batching import Batch
+
+VERSION = 3  # bump when the rewrite changes: cached int8 artefacts of an older one are rebuilt
+
+
+@dataclass(frozen=True)
+class Format:
+    """Bits of a layer's activations (per row) and weights (per output column), and how weights are stored."""
+
+    activation_bits: int
+    weight_levels: int  # weights are round(w / scale) in ±weight_levels, stored + weight_zero
+    weight_zero: int = 0
+    weight_dtype: type = np.int8
+
+    def overflows_without_vnni(self) -> bool:
+        """Whether AVX2's u8·s8 kernel can saturate its int16 pair sums on this format (u8·u8 cannot)."""
+        largest_activation = 2**self.activation_bits - 1  # uint8 values, zero point included
+        return self.weight_dtype == np.int8 and 2 * largest_activation * self.weight_levels > 32767
+
+
+FORMATS = {
+    "a8w8": Format(8, 127),  # u8·s8: where it sums in int32 (VNNI, AMX)
+    "a8w8u": Format(8, 127, 128, np.uint8),  # u8·u8: any x86, no overflow
+    "a8w7": Format(8, 63),  # u8·s8 without overflow, faster on AVX2, outside the contract (bench only)
+    "a7w8": Format(7, 127),  # the same
+}
+PLANS = {"vnni": "a8w8", "avx2": "a8w8u"}  # cpu.int8_plan: which instruction set, which format
+SMOOTHING = 0.5  # SmoothQuant's α: how much of a channel's range moves from the activation into the weights
+GELU_SHIFT = 0.171  # > the largest negative value of erf- and tanh-GELU (0.16997, 0.17004)
+_GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
+_MS = "com.microsoft"
+_FOLDABLE = ("Cast", "Transpose", "Identity", "Concat")  # what onnx_link.py puts on linked weights
+
+
+def write_int8(
+    fp32: Path, out: Path, plan: str, calibration: Iterable[Batch] = (), link_to: Sequence[Path] = ()
+) -> None:
+    """Write the per-row int8 form of the fp32 ONNX graph `fp32` (an artefact export.py made, its weights linked
+    or not) to `out`, atomically. `calibration`: batches to measure each channel's range on (calibration.py);
+    none, no smoothing. `link_to`: the checkpoint's safetensors files when `out` sits beside them: the weights
+    that stay fp32 (embeddings) are then read from those files instead of copied."""
+    import onnx
+
+    model = onnx.load(str(fp32))  # a linked graph's external data resolves from its folder
+    fold_constants(model)
+    quantize_rows(model, plan, activation_max=channel_ranges(model, calibration))
+    if link_to:
+        from textclass.onnx.link import link_weights
+
+        link_weights(model, list(link_to))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".textclass-int8-") as work:
+        onnx.save(model, str(Path(work) / "int8.onnx"))
+        os.replace(Path(work) / "int8.onnx", out)
+
+
+def channel_ranges(model: onnx.ModelProto, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+    """Weight name -> (in,) largest |x| per input channel of that layer's input, over the batches' real tokens
+    (fp32, ONNX Runtime). Empty without batches."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    batches = list(batches)
+    if not batches:
+        return {}
+    weights = {init.name for init in model.graph.initializer}
+    inputs = {node.input[1]: node.input[0] for node in model.graph.node
+              if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights}
+    probe = type(model)()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in set(inputs.values()))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    wanted = {item.name for item in session.get_inputs()}
+    largest: dict[str, np.ndarray] = {}
+    for batch in batches:
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "token_type_ids": batch.token_type_ids if batch.token_type_ids is not None
+                 else np.zeros_like(batch.input_ids)}  # fmt: skip
+        values = dict(zip(names, session.run(None, {k: v for k, v in feeds.items() if k in wanted})))
+        real = batch.attention_mask.astype(bool)  # (batch, seq): padding positions say nothing
+        for name, tensor in values.items():
+            if tensor.ndim == 3 and tensor.shape[:2] == real.shape:
+                seen = np.abs(tensor[real]).max(axis=0)
+                largest[name] = np.maximum(largest.get(name, seen), seen)
+    return {weight: largest[source] for weight, source in inputs.items() if source in largest}
+
+
+def fold_constants(model: onnx.ModelProto) -> None:
+    """Turn the Cast/Transpose/Concat/Identity nodes that only read initializers (a linked graph's, onnx_link.py)
+    back into plain initializers, in place, so every weight is a constant the rewrite can quantize."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    folded = set()
+    kept = []
+    for node in graph.node:
+        if node.op_type not in _FOLDABLE or not all(name in values for name in node.input):
+            kept.append(node)
+            continue
+        inputs = [values[name] for name in node.input]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Cast":
+            result = inputs[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        elif node.op_type == "Transpose":
+            result = np.transpose(inputs[0], attrs.get("perm"))
+        elif node.op_type == "Concat":
+            result = np.concatenate(inputs, axis=attrs["axis"])
+        else:
+            result = inputs[0]
+        values[node.output[0]] = np.ascontiguousarray(result)
+        folded.add(node.output[0])
+    if not folded:
+        return
+    used = {name for node in kept for name in node.input} | {out.name for out in graph.output}
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in values.items() if name in used)
+
+
+@dataclass
+class _Rewrite:
+    """The graph under rewrite: the new node list, initializers to add, and a name counter."""
+
+    nodes: list
+    initializers: list
+    count: int = 0
+
+    def name(self, base: str) -> str:
+        self.count += 1
+        return f"{base}/rowq{self.count}"
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(base)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], base: str, output: str | None = None, **attrs: object) -> str:
+        from onnx import helper
+
+        output = output or self.name(base)
+        domain = _MS if op_type in ("MatMulIntegerToFloat", "MultiHeadAttention") else ""
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=self.name(base), domain=domain, **attrs))
+        return output
+
+
+def quantize_weight(weight: np.ndarray, form: Format) -> tuple[np.ndarray, np.ndarray]:
+    """(in, out) fp32 -> the stored integers (in, out) and the per-output-column scale (out,):
+    weight ≈ (stored - form.weight_zero) · scale."""
+    scale = np.abs(weight).max(axis=0) / form.weight_levels
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return (np.round(weight / scale) + form.weight_zero).astype(form.weight_dtype), scale
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """An activation quantized per row: uint8 values, the (batch, seq, 1) scale, the zero point, the shift."""
+
+    values: str
+    scale: str
+    zero: int
+    shift: float
+
+
+def _quantize_rows(rw: _Rewrite, x: str, bits: int, base: str, after_gelu: bool, smooth: np.ndarray | None) -> _Rows:
+    """x (batch, seq, width) float -> uint8 with one scale per row, computed from that row alone (after dividing
+    the channels by `smooth`, constants of the layer)."""
+    if after_gelu:  # x + GELU_SHIFT ≥ 0: unsigned over [0, max], zero point 0
+        x = rw.op("Add", [x, rw.const(base, np.float32(GELU_SHIFT))], base)
+    if smooth is not None:
+        x = rw.op("Mul", [x, rw.const(base, (1 / smooth).astype(np.float32))], base)
+    if after_gelu:
+        shift, levels, zero = GELU_SHIFT, 2**bits - 1, 0
+        peak = rw.op("ReduceMax", [x], base, axes=[-1], keepdims=1)
+    else:
+        shift, levels, zero = 0.0, 2 ** (bits - 1) - 1, 2 ** (bits - 1)
+        peak = rw.op("ReduceMax", [rw.op("Abs", [x], base)], base, axes=[-1], keepdims=1)
+    # (batch, seq, 1); a row of zeros gets a tiny scale instead of a division by zero.
+    scale = rw.op("Max", [rw.op("Mul", [peak, rw.const(base, np.float32(1 / levels))], base),
+                          rw.const(base, np.float32(1e-30))], base)  # fmt: skip
+    # x / scale by row, then QuantizeLinear with scale 1 rounds (half to even), adds the zero point and saturates
+    # to uint8 in one pass. Few operators on purpose: for one short text each costs more in dispatch than in
+    # arithmetic (a per-axis QuantizeLinear needed 2-D views, shapes and an expanded zero point: 7 operators).
+    values = rw.op("QuantizeLinear", [rw.op("Div", [x, scale], base), rw.const(base, np.float32(1.0)),
+                                      rw.const(base, np.uint8(zero))], base)  # fmt: skip
+    return _Rows(values, scale, zero, shift)
+
+
+def _integer_matmul(
+    rw: _Rewrite, rows: _Rows, weight: np.ndarray, form: Format, base: str, output: str, smooth: np.ndarray | None
+) -> np.ndarray:
+    """Emit `output` = x @ weight from x's quantized rows (smoothed: the weight's rows times `smooth`); returns the
+    constant (out,) still to add to `output`: the shift's correction, (x + c)·Ŵ = x·Ŵ + c·Σₖ Ŵ[k, :]."""
+    if smooth is not None:
+        weight = weight * smooth[:, None]
+    stored, w_scale = quantize_weight(weight, form)
+    inputs = [rows.values, rw.const(base, stored), rows.scale, rw.const(base, w_scale),
+              rw.const(base, np.uint8(rows.zero))]  # fmt: skip
+    if form.weight_zero:
+        inputs.append(rw.const(base, np.asarray(form.weight_zero, stored.dtype)))
+    rw.op("MatMulIntegerToFloat", inputs, base, output=output)
+    dequantized = (stored.astype(np.float32) - form.weight_zero) * w_scale  # what the kernel multiplies by
+    if smooth is not None:
+        dequantized = dequantized / smooth[:, None]
+    return (-rows.shift * dequantized.sum(axis=0)).astype(np.float32)
+
+
+def quantize_rows(
+    model: onnx.ModelProto,
+    plan: str = "avx2",
+    activation_max: Mapping[str, np.ndarray] | None = None,
+    per_layer: Mapping[str, str] | None = None,
+) -> None:
+    """Rewrite, in place, the fp32 model's constant-weight MatMuls (and fused Attention's QKV projection) to
+    per-row int8 in the format of `plan` (PLANS). `activation_max`: weight name -> (in,) typical largest |x| of
+    each input channel (channel_ranges), for smoothing; a layer without one is not smoothed. `per_layer`: weight
+    name -> another FORMATS key, or "fp32" to leave it alone (bench/quantize_layers.py measures layers so)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    activation_max, per_layer = activation_max or {}, per_layer or {}
+    rw = _Rewrite(nodes=[], initializers=[])
+
+    for node in graph.node:
+        name = node.input[1] if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 else ""
+        weight = numpy_helper.to_array(weights[name]) if name in weights and per_layer.get(name) != "fp32" else None
+        if weight is None or weight.ndim != 2:
+            rw.nodes.append(node)
+            continue
+        source = producer.get(node.input[0])
+        after_gelu = source is not None and source.op_type in _GELU_OPS
+        form = FORMATS[per_layer.get(name, PLANS[plan])]
+        smooth = None
+        if name in activation_max:  # SmoothQuant: s = sqrt(activation max / weight max) per input channel
+            weight_max = np.maximum(np.abs(weight).max(axis=1), 1e-8)
+            ratio = np.maximum(activation_max[name], 1e-8) ** SMOOTHING / weight_max ** (1 - SMOOTHING)
+            smooth = np.clip(ratio, 1e-2, 1e2).astype(np.float32)  # a dead channel must not blow up its weights
+        rows = _quantize_rows(rw, node.input[0], form.activation_bits, name, after_gelu, smooth)
+        if node.op_type == "MatMul":
+            correction = _integer_matmul(rw, rows, weight, form, name, node.output[0], smooth)
+            if rows.shift:
+                _add_constant(rw, node.output[0], correction, consumers.get(node.output[0], []), weights, name)
+            continue
+        # Attention(x, qkv_weight, qkv_bias, mask_index): Q, K and V from the same quantized rows (three
+        # products: ONNX Runtime's CPU MultiHeadAttention takes no packed QKV), then attention in fp32.
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        unsupported = set(attrs) - {"num_heads", "mask_filter_value", "scale"}
+        if unsupported or len(node.input) != 4 or weight.shape[1] % 3:
+            raise ValueError(f"cannot split Attention node {node.name!r} (attributes {sorted(attrs)})")
+        parts = []
+        for part in np.split(weight, 3, axis=1):  # (hidden, hidden) each: query, key, value
+            parts.append(rw.name(name))
+            correction = _integer_matmul(rw, rows, part, form, name, parts[-1], smooth)
+            if rows.shift:  # never after a GELU in the graphs we build; kept correct regardless
+                parts[-1] = rw.op("Add", [parts[-1], rw.const(name, correction)], name)
+        rw.op("MultiHeadAttention", [*parts, node.input[2], node.input[3]], name, output=node.output[0], **attrs)
+
+    # Drop what nothing reads any more: replaced fp32 weights, biases a correction was folded into.
+    used = {name for node in rw.nodes for name in node.input} | {output.name for output in graph.output}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.node[:]
+    graph.node.extend(rw.nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + rw.initializers)
+    if not any(op.domain == _MS for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_MS, 1))
+
+
+def _add_constant(rw: _Rewrite, output: str, value: np.ndarray, consumers: list, weights: dict, base: str) -> None:
+    """Add `value` (out,) to `output`: folded into its only consumer's bias when that is a SkipLayerNormalization
+    (the residual after a layer's FFN) or an Add of a constant, else as an Add node of its own."""
+    from onnx import numpy_helper
+
+    if len(consumers) == 1:
+        consumer = consumers[0]
+        slot = None
+        if consumer.op_type == "SkipLayerNormalization" and len(consumer.input) >= 5:
+            slot = 4  # (input, skip, gamma, beta, bias)
+        elif consumer.op_type == "Add":
+            slot = 1 - list(consumer.input).index(output)
+        if slot is not None and consumer.input[slot] in weights:
+            bias = numpy_helper.to_array(weights[consumer.input[slot]]).astype(np.float32)
+            if bias.shape == value.shape:
+                consumer.input[slot] = rw.const(base, bias + value)
+                return
+    product = rw.name(base)  # no bias to fold into: the product gets a new name, the sum takes the old one
+    rw.nodes[-1].output[0] = product
+    rw.op("Add", [product, rw.const(base, value)], base, output=output)

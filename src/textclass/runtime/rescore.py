@@ -1,0 +1,107 @@
+"""The CPU default's int8: per-row int8 everywhere, and the texts it leaves near a tie scored again in exact fp32.
+(The default and a pinned onnx-int8 run this; dtype="int8" asked for by name runs per-row int8 alone.)
+
+Per-row int8 (quantize.py) moves a text's logits a little, whatever the text. Where the model is sure, that
+hardly moves its probabilities; near a tie the same change moves them most (dp/dlogit = p(1 - p)) and can flip the
+label. On texts with many near ties, int8 alone misses the accuracy contract (contract.py) where bf16 keeps it:
+2,000 mixed-sentiment sentences (bench/common.py: contrast_texts), bundled model, agreement 99.05%, mean |Δp|
+0.0068, p99 0.080. So every text whose int8 answer is near a tie is run again in fp32, and fp32's logits are its
+answer:
+- exclusive labels (softmax): the top probability is at most MARGIN above the runner-up;
+- independent labels (sigmoid): some label lies within MARGIN / 2 of 0.5.
+MARGIN = 0.5 (for two labels: top probability ≤ 0.75) is the smallest of 0.3-0.8 that kept the contract with a
+20% margin on those sentences (docs/performance.md): 10.3% of them scored again, agreement 100%, mean |Δp| 0.0031,
+p99 0.037. On texts where the model is sure, next to nothing runs twice.
+
+A text's way is decided by its own int8 output, and both engines score rows independently of their neighbours,
+so the answer still does not depend on the batch. The fp32 engine opens on the first near tie. Raw scores
+(regression) have no tie: there the int8 engine runs alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from textclass import postprocess
+from textclass.runtime.batching import Batch, regroup
+
+if TYPE_CHECKING:
+    from textclass.runtime.onnx_engine import OnnxEngine
+
+MARGIN = 0.5
+log = logging.getLogger("textclass")
+
+
+def near_ties(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
+    """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring)."""
+    probs = postprocess.apply(logits / temperature, function)
+    if function == "softmax" and probs.shape[1] > 1:
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        return np.flatnonzero(top2[:, 1] - top2[:, 0] <= MARGIN)
+    return np.flatnonzero((np.abs(probs - 0.5) <= MARGIN / 2).any(axis=1))
+
+
+class RescoringEngine:
+    """Per-row int8 (`fast`) whose near ties `exact` (fp32, opened when first needed) scores again."""
+
+    backend = "onnx"
+    reason = ""
+
+    def __init__(
+        self, fast: OnnxEngine, exact: Callable[[], OnnxEngine], function: str, temperature: float, pad_token_id: int
+    ):
+        self.fast, self._open_exact, self._exact = fast, exact, None
+        self.function, self.temperature, self.pad_token_id = function, temperature, pad_token_id
+        self.uses_token_types = fast.uses_token_types
+        self.scored = self.rescored = 0  # texts seen, and how many of them fp32 scored again
+        self._failed = False  # the fp32 engine could not be opened
+        self._lock = threading.Lock()
+
+    @property
+    def dtype(self) -> str:
+        return "int8"
+
+    def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
+        return next(self.map([batch]))
+
+    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+        from textclass.runtime.engine import run_batches
+
+        logits = list(run_batches(self.fast, batches))
+        picks = [(i, int(row)) for i, out in enumerate(logits)
+                 for row in near_ties(out, self.function, self.temperature)]  # fmt: skip
+        exact = self.exact if picks else None
+        if exact is not None:  # the near ties of all batches, batched afresh: a few rows a batch would run slowly
+            budget = max(batch.input_ids.size for batch in batches)
+            groups = list(regroup(batches, picks, budget, self.pad_token_id))
+            for (group, _), again in zip(groups, run_batches(exact, [batch for _, batch in groups])):
+                for position, row_logits in zip(group, again):
+                    i, row = picks[position]
+                    logits[i][row] = row_logits
+        with self._lock:
+            self.scored += sum(len(batch.indices) for batch in batches)
+            self.rescored += len(picks) if exact is not None else 0
+        return iter(logits)
+
+    @property
+    def exact(self) -> OnnxEngine | None:
+        """The fp32 engine, opened on first use; None (int8's answers stand, with a warning once) if it cannot be:
+        an answer is never lost to the second opinion."""
+        with self._lock:
+            if self._exact is None and not self._failed:
+                try:
+                    self._exact = self._open_exact()
+                except Exception as exc:  # noqa: BLE001 - export or ORT failures of every kind
+                    self._failed = True
+                    log.warning("textclass: near ties keep their int8 answers: no fp32 engine (%s)", exc)
+            return self._exact
+
+    def __getattr__(self, name: str) -> Any:  # path, threads, session...: the int8 engine's
+        if name == "fast":  # not set yet (a copy, an unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.fast, name)
