@@ -49,7 +49,7 @@ def main() -> None:
     from families import LABELS, SHAPE, build, configs
 
     from conftest import minilm_folder
-    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.checkpoint import open_checkpoint
     from textclass.classifier import DEFAULT_MAX_BATCH_TOKENS
     from textclass.onnx.export import export_onnx
     from textclass.runtime.batching import make_batches

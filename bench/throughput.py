@@ -153,8 +153,8 @@ def main() -> None:
 
     from textclass import Classifier
     from textclass.runtime.cpu import detect
-    from textclass.runtime.engine import pick_precision
     from textclass.runtime.onnx_engine import cpu_threads
+    from textclass.runtime.precision import pick_precision
 
     reference = Classifier.from_pretrained(args.model, dtype="fp32")
     count = lambda text: len(reference.tokenizer.encode_batch([text])[0])  # noqa: E731

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("src/textclass/bundled/sentiment-en"))
     args = parser.parse_args()
     from textclass import Classifier
-    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.checkpoint import open_checkpoint
     from textclass.onnx import cache as artefacts
     from textclass.postprocess import apply
 

@@ -6,11 +6,13 @@ MiniLM package's bert-base-uncased vocabulary or trained on the spot with `token
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,6 +25,10 @@ CACHE = Path(os.environ.get("TEXTCLASS_TEST_CACHE", ROOT / ".cache"))
 # The suite's default mode is exact fp32 whatever the CPU (per-row int8 on AVX2/VNNI CPUs otherwise), so parity
 # tests compare exact numbers on every machine; tests/test_fast_default.py tests the CPU's own default.
 os.environ.setdefault("TEXTCLASS_PRECISION", "onnx-fp32")
+# Exported graphs go to a cache of this run's own (child processes inherit it), never the user's ~/.cache/textclass.
+if "TEXTCLASS_CACHE" not in os.environ:
+    os.environ["TEXTCLASS_CACHE"] = tempfile.mkdtemp(prefix="textclass-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TEXTCLASS_CACHE"], ignore_errors=True)
 
 # Tiny models keep position tables short so truncation is cheap to exercise.
 TINY_MAX_TOKENS = 64

@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import CORPUS
 from textclass import Classifier
+from textclass.checkpoint import build_model, open_checkpoint
 from textclass.checkpoint.describe import describe
-from textclass.checkpoint.folder import build_model, open_checkpoint
 from textclass.errors import CheckpointError, InputError
 from textclass.train.run import train
 from textclass.train.setup import TrainArgs

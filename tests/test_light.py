@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the quick tier (-m 'not slow') leaves these out
+
 TF_FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "bert"
 LIGHT = ("torch", "transformers")  # what the core install lacks
 

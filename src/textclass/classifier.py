@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textclass import postprocess
-from textclass.checkpoint.folder import Checkpoint, open_checkpoint
+from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.checkpoint.tokenizer import Encoded, TextInput, Tokenizer
 from textclass.errors import InputError
 from textclass.models.config import EncoderConfig
 from textclass.runtime.batching import make_batches
 from textclass.runtime.engine import Engine, run_batches
-from textclass.tasks import chunking, explain
-from textclass.tasks import rerank as tasks
+from textclass.tasks import chunking, explain, rerank, zero_shot
+from textclass.tasks.inputs import normalise_inputs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,7 +72,8 @@ class Classifier:
         why. int8 alone means ONNX Runtime int8; fp32 alone means torch fp32, the reference.
         """
         from textclass.checkpoint.locate import resolve_model
-        from textclass.runtime.engine import load_engine, pick_device, pick_precision
+        from textclass.runtime.load import load_engine
+        from textclass.runtime.precision import pick_device, pick_precision
 
         checkpoint = open_checkpoint(resolve_model(None if path_or_id is None else str(path_or_id)))
         tokenizer = checkpoint.load_tokenizer()
@@ -199,7 +200,7 @@ class Classifier:
             return result[0]  # the pipeline wraps a lone dict in a list only for a str input
         return result
 
-    # ---- jobs built on classification (logic in tasks.py) ----------------------------------------
+    # ---- jobs built on classification (logic in rerank.py) ----------------------------------------
     def rerank(
         self,
         query: str,
@@ -213,25 +214,26 @@ class Classifier:
 
         Scores are sigmoid(logit), or the logit itself with raw_scores, best first; top_n keeps the best n.
         """
-        tasks.require_cross_encoder(self.config)
-        tasks.check_top_n(top_n)
-        pairs = tasks.rerank_pairs(query, texts)
+        rerank.require_cross_encoder(self.config)
+        rerank.check_top_n(top_n)
+        pairs = rerank.rerank_pairs(query, texts)
         logits = self.run(self.encode(pairs, truncation=truncate))
-        return tasks.rank_texts(logits, texts, top_n, return_text, raw_scores)
+        return rerank.rank_texts(logits, texts, top_n, return_text, raw_scores)
 
     def zero_shot(
         self,
         texts: str | Sequence[str],
         candidate_labels: str | Sequence[str],
-        hypothesis_template: str = tasks.DEFAULT_HYPOTHESIS_TEMPLATE,
+        hypothesis_template: str = zero_shot.DEFAULT_HYPOTHESIS_TEMPLATE,
         multi_label: bool = False,
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """Zero-shot classification with an NLI model, shaped exactly like transformers' pipeline:
         {"sequence", "labels", "scores"} for one text (labels best first), a list of those for a list."""
-        entailment = tasks.entailment_id(self.config)
-        job = tasks.zero_shot_job(texts, candidate_labels, hypothesis_template)
+        entailment = zero_shot.entailment_id(self.config)
+        job = zero_shot.zero_shot_job(texts, candidate_labels, hypothesis_template)
         logits = self.run(self.encode(job.pairs))  # (texts × labels, num_labels)
-        return tasks.zero_shot_results(job, tasks.zero_shot_scores(logits, len(job.labels), entailment, multi_label))
+        scores = zero_shot.zero_shot_scores(logits, len(job.labels), entailment, multi_label)
+        return zero_shot.zero_shot_results(job, scores)
 
     def explain(
         self,
@@ -279,33 +281,3 @@ class Classifier:
         )
 
 
-def normalise_inputs(inputs: Any) -> tuple[list[TextInput], bool]:
-    """Texts and pairs as the tokenizer takes them, and whether the caller passed a single input.
-
-    Accepted like the pipeline: a str, a {"text", "text_pair"} dict, a (text, pair) tuple, or a list of those.
-    """
-    single = isinstance(inputs, (str, dict, tuple))
-    items = [inputs] if single else inputs
-    if not isinstance(items, (list, np.ndarray)) and not hasattr(items, "__iter__"):
-        raise InputError(f"inputs must be a string or a list of strings, got {type(inputs).__name__}")
-    out: list[TextInput] = []
-    for index, item in enumerate(items):
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("text"), str):
-            pair = item.get("text_pair")
-            out.append(item["text"] if pair is None else (item["text"], _str(pair, index)))
-        elif isinstance(item, (tuple, list)) and len(item) == 2:
-            out.append((_str(item[0], index), _str(item[1], index)))
-        else:
-            raise InputError(
-                f"input {index} is {type(item).__name__}; expected a string, a (text, text_pair) pair "
-                'or {"text": ..., "text_pair": ...}'
-            )
-    return out, single
-
-
-def _str(value: Any, index: int) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"input {index}: text pairs must hold two strings, got {type(value).__name__}")
-    return value

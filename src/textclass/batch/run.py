@@ -15,7 +15,7 @@ from textclass.tasks import chunking
 
 def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
     """Score every row of job.input into job.output; with resume, continue an interrupted run of the same job."""
-    from textclass.checkpoint.folder import open_checkpoint
+    from textclass.checkpoint import open_checkpoint
     from textclass.checkpoint.locate import resolve_model
 
     if job.engine not in ENGINES:

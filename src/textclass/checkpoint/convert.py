@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textclass.checkpoint.folder import map_weights, open_checkpoint, read_arrays, read_tensors
+from textclass.checkpoint.folder import open_checkpoint
 from textclass.checkpoint.locate import resolve_model
+from textclass.checkpoint.weights import map_weights, read_arrays, read_tensors
 from textclass.errors import CheckpointError
 
 if TYPE_CHECKING:

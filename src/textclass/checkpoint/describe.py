@@ -7,14 +7,15 @@ import os
 from collections import Counter
 from typing import Any
 
-from textclass.checkpoint.folder import Checkpoint, normalise_name, open_checkpoint
+from textclass.checkpoint.folder import Checkpoint, open_checkpoint
+from textclass.checkpoint.weights import normalise_name
 from textclass.errors import CheckpointError
 
 
 def _tensor_shapes(checkpoint: Checkpoint) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name -> (shape, dtype); safetensors from the headers alone, other formats by reading the tensors."""
     if checkpoint.weight_format != "safetensors":
-        from textclass.checkpoint.folder import read_arrays, read_tensors  # they name the file when it cannot be read
+        from textclass.checkpoint.weights import read_arrays, read_tensors  # they name the file when it cannot be read
 
         # tf_model.h5 reads as numpy (float32, as Keras saved it); pytorch_model.bin needs torch.
         tensors = read_arrays(checkpoint) if checkpoint.weight_format == "h5" else read_tensors(checkpoint)
@@ -68,7 +69,7 @@ def describe(path_or_id: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _default_precision(checkpoint: Checkpoint) -> dict[str, str]:
     """The mode Classifier.from_pretrained would run here by default, and why (chosen, not loaded)."""
-    from textclass.runtime.engine import pick_device, pick_precision
+    from textclass.runtime.precision import pick_device, pick_precision
 
     precision = pick_precision(pick_device(None), preferred=checkpoint.config.raw.get("textclass_precision"))
     return {"default_precision": f"{precision.backend}-{precision.dtype}", "precision_reason": precision.reason}

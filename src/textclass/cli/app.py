@@ -86,7 +86,7 @@ def tokenize(
     """Show how the model's tokenizer splits a text (or a pair): its tokens, their ids, the attention mask, and
     the ids decoded back to text."""
     try:
-        from textclass.checkpoint.folder import open_checkpoint
+        from textclass.checkpoint import open_checkpoint
         from textclass.checkpoint.locate import resolve_model
 
         checkpoint = open_checkpoint(resolve_model(model))

@@ -24,7 +24,7 @@ def check(
 ) -> None:
     """Measure the default mode (or --dtype/--backend) against exact fp32 on your texts: label agreement, |Δp|,
     batch dependence, speed of both, and whether the accuracy contract holds (exit status 2 when it does not)."""
-    from textclass.accuracy.contract import measure, read_texts
+    from textclass.accuracy.check import measure, read_texts
     from textclass.errors import TextclassError
 
     try:

@@ -18,7 +18,7 @@ from textclass.cli.common import (
     fail,
     read_texts,
 )
-from textclass.tasks.rerank import DEFAULT_HYPOTHESIS_TEMPLATE
+from textclass.tasks.zero_shot import DEFAULT_HYPOTHESIS_TEMPLATE
 
 
 def rerank(

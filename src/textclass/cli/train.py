@@ -78,7 +78,7 @@ def train(
         from textclass.extras import require_torch
 
         require_torch("textclass train", extra="train")
-        from textclass.runtime.engine import pick_device
+        from textclass.runtime.precision import pick_device
         from textclass.train.progress import RichReporter
         from textclass.train.run import train as run_train
         from textclass.train.setup import Reporter, TrainArgs

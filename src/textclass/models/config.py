@@ -6,9 +6,7 @@ file turns its `config.json` into this one frozen dataclass and the shared encod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from textclass.errors import CheckpointError
@@ -98,19 +96,6 @@ def read_labels(raw: dict[str, Any]) -> tuple[str, ...]:
         return tuple(by_id[i] for i in range(len(by_id)))
     num_labels = int(raw.get("num_labels", 2))
     return tuple(f"LABEL_{i}" for i in range(num_labels))
-
-
-def load_config_json(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no config.json; expected a Hugging Face checkpoint folder")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return raw
 
 
 def require(raw: dict[str, Any], key: str, model_type: str) -> Any:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from textclass.checkpoint.folder import Checkpoint
+from textclass.checkpoint import Checkpoint
 from textclass.fileio import atomic_write
 from textclass.onnx.export import export_onnx, export_settings, require_exporter
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from textclass.checkpoint.folder import Checkpoint
+    from textclass.checkpoint import Checkpoint
     from textclass.runtime.batching import Batch
 
 CALIBRATION_TEXTS = (

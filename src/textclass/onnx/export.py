@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from textclass.checkpoint.folder import Checkpoint
+from textclass.checkpoint import Checkpoint
 from textclass.errors import InputError
 from textclass.extras import require_torch
 
@@ -95,8 +95,7 @@ def write_graph(checkpoint: Checkpoint, path: Path, traced: bool = False) -> Non
 
 def _build(checkpoint: Checkpoint, path: Path) -> None:
     import onnx
-
-    from textclass.checkpoint.folder import map_weights, read_arrays
+    from textclass.checkpoint.weights import map_weights, read_arrays
 
     state, new_head, sources = map_weights(checkpoint, read_arrays(checkpoint))
     if new_head:
@@ -115,7 +114,7 @@ def bare_encoder_error(checkpoint: Checkpoint) -> InputError:
 def _trace(checkpoint: Checkpoint, path: Path) -> None:
     import torch
 
-    from textclass.checkpoint.folder import build_model
+    from textclass.checkpoint import build_model
 
     model, new_head = build_model(checkpoint)
     if new_head:
@@ -180,7 +179,6 @@ def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
 
 def _link(checkpoint: Checkpoint, fused: Path, out: Path) -> None:
     import onnx
-
     from textclass.onnx.link import link_weights
 
     model = onnx.load(str(fused))

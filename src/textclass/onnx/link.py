@@ -13,53 +13,18 @@ Needs `onnx` and numpy only (export time); ONNX Runtime reads the result with no
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from textclass.checkpoint.weights import read_sources
 
 if TYPE_CHECKING:
     import onnx
 
 # Tensors smaller than this stay inside the graph: linking them saves nothing worth a node.
 MIN_LINK_BYTES = 4096
-_NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
-
-
-@dataclass(frozen=True)
-class Source:
-    """One checkpoint tensor: where its bytes sit and how they read."""
-
-    file: str  # name inside the checkpoint folder
-    offset: int  # bytes from the start of the file
-    length: int
-    dtype: str  # safetensors dtype code: F32, F16, BF16
-    shape: tuple[int, ...]
-
-
-def read_sources(files: list[Path]) -> dict[str, tuple[Source, np.ndarray]]:
-    """Each float tensor of the safetensors files as (where it is, its values as fp32)."""
-    out: dict[str, tuple[Source, np.ndarray]] = {}
-    for path in files:
-        raw = path.read_bytes()
-        (header_length,) = struct.unpack("<Q", raw[:8])
-        header = json.loads(raw[8 : 8 + header_length])
-        start = 8 + header_length
-        for name, info in header.items():
-            if name == "__metadata__" or info["dtype"] not in _NUMPY:
-                continue
-            begin, end = info["data_offsets"]
-            data = raw[start + begin : start + end]
-            if info["dtype"] == "BF16":  # numpy has no bfloat16: widen the bits by hand
-                values = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
-            else:
-                values = np.frombuffer(data, _NUMPY[info["dtype"]]).astype(np.float32)
-            shape = tuple(info["shape"])
-            out[name] = (Source(path.name, start + begin, end - begin, info["dtype"], shape), values.reshape(shape))
-    return out
 
 
 def _key(values: np.ndarray) -> tuple[tuple[int, ...], str]:

@@ -45,7 +45,14 @@ from textclass.server.schemas import (
 )
 from textclass.server.settings import ServerSettings, model_name
 from textclass.tasks import chunking
-from textclass.tasks import rerank as tasks
+from textclass.tasks.rerank import rank_texts, require_cross_encoder, rerank_pairs
+from textclass.tasks.zero_shot import (
+    DEFAULT_HYPOTHESIS_TEMPLATE,
+    entailment_id,
+    zero_shot_job,
+    zero_shot_results,
+    zero_shot_scores,
+)
 
 log = logging.getLogger("textclass.server")
 UI_PAGE = Path(__file__).with_name("ui.html")
@@ -173,14 +180,14 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
 
     async def zero_shot(inputs: str | list[str], params: ClassifyParameters) -> list:
         """The Inference API's zero-shot answer: [{label, score}] best first; a list of those for a list."""
-        entailment = task_step(424, tasks.entailment_id, clf.config)
+        entailment = task_step(424, entailment_id, clf.config)
         template = (
-            tasks.DEFAULT_HYPOTHESIS_TEMPLATE if params.hypothesis_template is None else params.hypothesis_template
+            DEFAULT_HYPOTHESIS_TEMPLATE if params.hypothesis_template is None else params.hypothesis_template
         )
-        job = task_step(422, tasks.zero_shot_job, inputs, params.candidate_labels, template)
+        job = task_step(422, zero_shot_job, inputs, params.candidate_labels, template)
         logits = await classify(job.pairs, True, "right")  # (texts × labels, num_labels)
-        scores = tasks.zero_shot_scores(logits, len(job.labels), entailment, bool(params.multi_label))
-        results = tasks.zero_shot_results(job, scores)
+        scores = zero_shot_scores(logits, len(job.labels), entailment, bool(params.multi_label))
+        results = zero_shot_results(job, scores)
         ranked = [[{"label": label, "score": score} for label, score in zip(r["labels"], r["scores"])]
                   for r in ([results] if job.single else results)]  # fmt: skip
         return ranked[0] if job.single else ranked
@@ -188,10 +195,10 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     async def rerank_answer(body: RerankRequest) -> tuple[Any, dict[str, str]]:
         started = time.perf_counter()
         check_count(len(body.texts), settings.max_client_batch_size, "texts")
-        task_step(424, tasks.require_cross_encoder, clf.config)
+        task_step(424, require_cross_encoder, clf.config)
         truncate = True if body.truncate is None else body.truncate
-        logits = await classify(tasks.rerank_pairs(body.query, body.texts), truncate, body.truncation_direction)
-        return tasks.rank_texts(logits, body.texts, None, body.return_text, body.raw_scores), timing(started)
+        logits = await classify(rerank_pairs(body.query, body.texts), truncate, body.truncation_direction)
+        return rank_texts(logits, body.texts, None, body.return_text, body.raw_scores), timing(started)
 
     # FastAPI documents these routes; FastPath (fastpath.py) answers them with the same functions.
     @app.post("/", response_model=list[list[LabelScore]] | list[LabelScore], responses=TASK_ERRORS,
@@ -307,7 +314,7 @@ def check_count(count: int, limit: int, what: str = "inputs") -> None:
 
 
 def task_step(status: int, function: Any, *args: Any) -> Any:
-    """A tasks.py check or preparation; its InputError becomes this status (422: the request, 424: the model)."""
+    """A tasks/ check or preparation; its InputError becomes this status (422: the request, 424: the model)."""
     try:
         return function(*args)
     except InputError as exc:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from textclass.checkpoint.tokenizer import TextInput
-from textclass.tasks.rerank import DEFAULT_HYPOTHESIS_TEMPLATE, MAX_CANDIDATE_LABELS
+from textclass.tasks.zero_shot import DEFAULT_HYPOTHESIS_TEMPLATE, MAX_CANDIDATE_LABELS
 
 # TEI's error types (router/src/lib.rs `ErrorType`, v1.9.3), spelled as TEI sends them.
 ErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]

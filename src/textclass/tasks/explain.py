@@ -27,7 +27,7 @@ from textclass import postprocess
 from textclass.checkpoint.tokenizer import Encoded
 from textclass.errors import InputError
 from textclass.extras import require_torch
-from textclass.tasks.rerank import strings
+from textclass.tasks.inputs import strings
 
 if TYPE_CHECKING:
     from torch import nn
@@ -193,7 +193,7 @@ def fp32_torch_model(clf: Classifier) -> nn.Module:
     require_torch("explaining with integrated gradients")
     import torch
 
-    from textclass.checkpoint.folder import build_model
+    from textclass.checkpoint import build_model
 
     engine_model = getattr(clf.engine, "model", None)
     if clf.engine.backend == "torch" and clf.engine.dtype == "float32" and engine_model is not None:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from textclass.checkpoint.folder import Checkpoint, init_parameters, map_weights, open_checkpoint, read_tensors
+from textclass.checkpoint import Checkpoint, open_checkpoint
 from textclass.checkpoint.tokenizer import Tokenizer
+from textclass.checkpoint.weights import map_weights, read_tensors
 from textclass.errors import TextclassError
+from textclass.models.build import init_parameters
 from textclass.train.data import PROBLEM_TYPES, Task
 
 _OUTPUT_LAYER = ("head.out.weight", "head.out.bias")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from textclass.checkpoint.folder import Checkpoint
+from textclass.checkpoint import Checkpoint
 from textclass.fileio import atomic_folder, write_json
 
 # Keys of the base config.json that describe the base's own head, dtype or origin, replaced on export.

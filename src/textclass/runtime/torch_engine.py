@@ -1,0 +1,42 @@
+"""The torch engine: the family's nn.Module in fp32, bf16, fp16 or dynamic int8, on any device."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from textclass.runtime.batching import Batch
+
+
+class TorchEngine:
+    backend = "torch"
+    reason = ""
+
+    def __init__(self, model: nn.Module, device: str, dtype: str = "float32"):
+        self.model = model
+        self.device = device
+        self.uses_token_types = model.config.type_vocab_size > 0
+        self._dtype = dtype
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
+        import torch
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+        with torch.inference_mode():
+            logits = self.model(
+                tensor(batch.input_ids),
+                tensor(batch.attention_mask),
+                tensor(batch.token_type_ids) if self.uses_token_types and batch.token_type_ids is not None else None,
+            )
+        return logits.float().cpu().numpy()

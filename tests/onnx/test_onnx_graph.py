@@ -1,0 +1,118 @@
+"""The ONNX graph built without torch (onnx_graph.py) is the traced export: same fused operators, same outputs.
+
+Speed side by side: bench/onnx_build.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnx
+from conftest import CORPUS, FAMILIES
+from textclass import Classifier
+from textclass.checkpoint import open_checkpoint
+from textclass.errors import CheckpointError
+from textclass.extras import MissingExtra
+from textclass.onnx.export import export_onnx
+from textclass.runtime.batching import make_batches
+from textclass.runtime.onnx_engine import OnnxEngine
+
+TEXTS = CORPUS + ["", "ok", "word " * 300, ("a premise about cats", "a hypothesis about dogs")]
+FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu")
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTCLASS_CACHE", str(tmp_path / "user-cache"))
+
+
+def exports(folder: Path, out: Path, mode: str = "fp32") -> dict[str, Path]:
+    """The checkpoint exported both ways, fused, weights inside the graph."""
+    checkpoint = open_checkpoint(folder)
+    paths = {"built": out / f"built.{mode}.onnx", "traced": out / f"traced.{mode}.onnx"}
+    for kind, path in paths.items():
+        export_onnx(checkpoint, path, mode, traced=kind == "traced")
+    return paths
+
+
+def run(path: Path, folder: Path, mode: str = "fp32") -> np.ndarray:
+    """Logits of TEXTS through the graph at `path`, in small padded batches (several lengths, padding inside)."""
+    checkpoint = open_checkpoint(folder)
+    tokenizer, engine = checkpoint.load_tokenizer(), OnnxEngine(path, mode)
+    out = np.empty((len(TEXTS), checkpoint.config.num_labels), np.float32)
+    for batch in make_batches(tokenizer.encode_batch(TEXTS), 256, tokenizer.pad_token_id, engine.uses_token_types):
+        out[batch.indices] = engine(batch)
+    return out
+
+
+def fused_ops(path: Path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node if node.op_type in FUSED_OPS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_built_graph_is_the_traced_graph(tiny_checkpoints, family, tmp_path):
+    folder = tiny_checkpoints[family][0]
+    assert open_checkpoint(folder).family.onnx_builder  # else both exports would be traced
+    paths = exports(folder, tmp_path)
+    layers = open_checkpoint(folder).config.num_layers
+    built, traced = fused_ops(paths["built"]), fused_ops(paths["traced"])
+    assert built == traced
+    assert built["Attention"] == layers and built["SkipLayerNormalization"] == 2 * layers
+    assert built["EmbedLayerNormalization"] == 1 and built["BiasGelu"] == layers
+    np.testing.assert_allclose(run(paths["built"], folder), run(paths["traced"], folder), atol=1e-5, rtol=0)
+
+
+def test_built_graph_matches_on_real_minilm(minilm_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    folder = tmp_path / "minilm-head"
+    torch.manual_seed(0)  # the new classification head
+    AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=3).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, folder / name)
+    paths = exports(folder, tmp_path)
+    assert fused_ops(paths["built"]) == fused_ops(paths["traced"])
+    assert fused_ops(paths["built"])["Attention"] == 6
+    np.testing.assert_allclose(run(paths["built"], folder), run(paths["traced"], folder), atol=1e-5, rtol=0)
+
+
+def test_int8_from_the_built_graph(tiny_checkpoints, tmp_path):
+    folder = tiny_checkpoints["bert"][0]
+    paths = exports(folder, tmp_path, mode="int8")
+    model = onnx.load(str(paths["built"]))
+    # 8-bit weights: int8, or uint8 around 128 on a CPU without VNNI (quantize.py)
+    assert any(init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(init.dims) == 2
+               for init in model.graph.initializer)  # fmt: skip
+    built, traced = run(paths["built"], folder, "int8"), run(paths["traced"], folder, "int8")
+    np.testing.assert_allclose(built, traced, atol=1e-5, rtol=0)  # the same quantized graph
+    exact = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    assert np.abs(built - exact).max() < 0.25 * np.ptp(exact)  # lossy, but the weights survived
+
+
+def test_shape_mismatch_names_the_tensor(tiny_checkpoints, copy_checkpoint, tmp_path):
+    import json
+
+    folder = copy_checkpoint(tiny_checkpoints["bert"][0])
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 64}))  # weights say 48
+    with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight has shape"):
+        export_onnx(open_checkpoint(folder), tmp_path / "model.onnx", "fp32")
+
+
+def test_export_without_torch(tiny_checkpoints, tmp_path, monkeypatch):
+    """The builder needs no torch; a family without one says which extra brings the torch exporter."""
+    checkpoint = open_checkpoint(tiny_checkpoints["roberta"][0])
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as in a light install
+    export_onnx(checkpoint, tmp_path / "model.onnx", "fp32")
+    assert fused_ops(tmp_path / "model.onnx")["Attention"] == checkpoint.config.num_layers
+    traced_only = dataclasses.replace(checkpoint, family=dataclasses.replace(checkpoint.family, onnx_builder=None))
+    with pytest.raises(MissingExtra, match=r"needs PyTorch, which is not installed: pip install 'textclass\[torch\]'"):
+        export_onnx(traced_only, tmp_path / "other.onnx", "fp32")

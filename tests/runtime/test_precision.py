@@ -1,0 +1,357 @@
+"""Precision and backend modes agree with fp32, and the ONNX export cache is never silently stale.
+
+Correctness only; speed is measured by bench/throughput.py and bench/latency.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CORPUS, make_model, make_tokenizer
+from textclass import Classifier
+from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
+from textclass.errors import InputError
+from textclass.onnx import cache as artefacts
+from textclass.runtime.precision import Precision, pick_precision
+
+WORDPIECE = ("bert", "distilbert")
+MODES = [("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+TEXTS = CORPUS + [
+    "a gorgeous, witty, seductive movie.",
+    "the plot is nothing but boilerplate clichés from start to finish.",
+    "It is a masterpiece of quiet, patient storytelling.",
+    "I walked out after twenty minutes, bored stiff.",
+    "",
+    "ok",
+    "word " * 40,
+]
+
+
+def save_checkpoint(folder, family, vocab_txt, seed=0):
+    """A tiny checkpoint with its output layer scaled up, so logits sit far apart and rounding cannot flip them.
+
+    (A random tiny encoder gives texts similar pooled features, so labels vary little between texts; the
+    closeness of the logits, checked too, is the sharper test.)
+    """
+    import torch
+
+    tokenizer = None if family in WORDPIECE else make_tokenizer(family, vocab_txt)
+    model = make_model(family, len(tokenizer) if tokenizer else 30522, num_labels=3, seed=seed)
+    out = model.classifier.out_proj if family == "roberta" else model.classifier
+    with torch.no_grad():
+        out.weight.mul_(50.0)
+    model.save_pretrained(folder)
+    if tokenizer is None:
+        # MiniLM's own bert-base-uncased tokenizer files: with transformers 5, BertTokenizerFast(vocab_file=...)
+        # builds a 5-token vocabulary, which would turn every text into [UNK]s.
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(vocab_txt.parent / name, folder / name)
+    else:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTCLASS_CACHE", str(tmp_path / "user-cache"))
+    return tmp_path / "user-cache"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, vocab_txt):
+    """family -> checkpoint folder (its ONNX artefacts are built by the first test that needs them)."""
+    return {
+        f: save_checkpoint(tmp_path_factory.mktemp(f"prec-{f}"), f, vocab_txt)
+        for f in ("bert", "distilbert", "roberta")
+    }
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Label agreement with the reference `b` on the texts that are not near ties in `b` (top-2 logit gap over
+    5% of the logit range: a lossy mode may flip a tie, as the accuracy contract allows). The reference must
+    predict several labels there, or a constant predictor would agree perfectly and the figure prove nothing."""
+    top2 = np.sort(b, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 0.05 * np.ptp(b)
+    assert clear.sum() >= len(b) // 2 and len(set(b[clear].argmax(1).tolist())) >= 2, "reference too uniform"
+    return float((a[clear].argmax(1) == b[clear].argmax(1)).mean())
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize(("backend", "dtype"), MODES, ids=[f"{b}-{d}" for b, d in MODES])
+def test_every_mode_agrees_with_fp32(tiny, family, backend, dtype):
+    reference = Classifier.from_pretrained(tiny[family], dtype="fp32").logits(TEXTS)
+    clf = Classifier.from_pretrained(tiny[family], dtype=dtype, backend=backend)
+    assert clf.engine.backend == backend
+    logits = clf.logits(TEXTS)
+    assert logits.shape == reference.shape and logits.dtype == np.float32
+    # A random tiny encoder pools every text to nearly the same vector, so its labels barely vary and label
+    # agreement means nothing here (test_lossy_modes_keep_labels_of_the_trained_model checks it); the closeness
+    # of the logits is the sharper test.
+    if dtype == "fp32":
+        np.testing.assert_allclose(logits, reference, atol=1e-4, rtol=1e-4)
+    else:  # lossy, but near: a mode that mangled the weights would not be (tiny random models round badly)
+        assert np.abs(logits - reference).max() < 0.5 * np.ptp(reference)
+    # Dynamic int8 scales activations per batch, so batch-mates shift results a little.
+    batched, single = clf.logits(TEXTS[:8]), np.concatenate([clf.logits([t]) for t in TEXTS[:8]])
+    np.testing.assert_allclose(batched, single, atol=0.05 * np.abs(batched).max())
+
+
+@pytest.mark.skipif(DEFAULT_MODEL not in bundled_models(), reason="bundled model not installed")
+@pytest.mark.parametrize(("backend", "dtype"), MODES, ids=[f"{b}-{d}" for b, d in MODES])
+def test_lossy_modes_keep_labels_of_the_trained_model(backend, dtype):
+    texts = TEXTS + ["So have I!", "I hate this so much!", "not bad at all", "not good at all", "meh."]
+    reference = Classifier.from_pretrained(dtype="fp32").logits(texts)
+    clf = Classifier.from_pretrained(dtype=dtype, backend=backend)
+    # torch's dynamic int8 (per-tensor activation scales) flips clear labels too (96.8% agreement on 1,821
+    # sentences): opt-in only, held to a looser bar; every other mode keeps every clear label.
+    assert agreement(clf.logits(texts), reference) >= (0.9 if (backend, dtype) == ("torch", "int8") else 1.0)
+    batched, single = clf.logits(texts[:8]), np.concatenate([clf.logits([t]) for t in texts[:8]])
+    assert agreement(batched, single) == 1.0
+
+
+def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, tmp_path):
+    folder = tmp_path / "default"
+    shutil.copytree(tiny["bert"], folder)
+    clf = Classifier.from_pretrained(folder)
+    assert clf.precision == "onnx-float32"
+    reference = Classifier.from_pretrained(folder, dtype="fp32")
+    np.testing.assert_allclose(clf.logits(TEXTS), reference.logits(TEXTS), atol=1e-4, rtol=1e-4)
+    # Beside the checkpoint, the graph reads the weights from model.safetensors instead of copying them.
+    artefact = folder / "model.fp32.onnx"
+    assert _manifest(artefact)["linked_weights"] is True
+    assert artefact.stat().st_size < 0.2 * (folder / "model.safetensors").stat().st_size
+
+    folder = tmp_path / "prefers-int8"
+    shutil.copytree(tiny["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "textclass_precision": "onnx-int8"}))
+    clf = Classifier.from_pretrained(folder)
+    assert clf.precision == "onnx-int8" and hasattr(clf.engine, "rescored")  # as check measured it
+    assert (folder / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
+    assert Classifier.from_pretrained(folder, dtype="fp32").precision == "torch-float32"
+
+
+def test_precision_rules():
+    assert pick_precision("cpu") == Precision("onnx", "float32", required=False)
+    assert pick_precision("cpu", backend="onnx") == Precision("onnx", "float32")
+    assert pick_precision("cpu", preferred="onnx-int8") == Precision("onnx", "int8", rescore=True)
+    assert pick_precision("cuda", preferred="onnx-int8") == Precision("torch", "bfloat16")
+    assert pick_precision("cpu", dtype="fp32") == Precision("torch", "float32")
+    assert pick_precision("cpu", dtype="int8") == Precision("onnx", "int8")
+    assert pick_precision("cpu", dtype="int8", backend="torch") == Precision("torch", "int8")
+    assert pick_precision("cpu", backend="onnx", dtype="fp32") == Precision("onnx", "float32")
+    assert pick_precision("cuda", dtype=None) == Precision("torch", "bfloat16")
+    for device, dtype, backend in [("cuda", None, "onnx"), ("cpu", "bf16", "onnx"), ("cuda", "int8", None),
+                                   ("cpu", "fp8", None), ("cpu", None, "tensorrt")]:  # fmt: skip
+        with pytest.raises(InputError):
+            pick_precision(device, dtype, backend)
+
+
+def _manifest(path):
+    return json.loads(path.with_name(path.name + ".json").read_text())
+
+
+def _no_export(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported again although a valid artefact was cached")
+
+    monkeypatch.setattr(artefacts, "export_onnx", refuse)
+
+
+def test_cache_is_reused_and_survives_a_touch(tiny, monkeypatch):
+    folder = tiny["distilbert"]
+    first = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
+    artefact = folder / "model.int8.onnx"
+    _no_export(monkeypatch)
+    weights = folder / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as a copy would
+    manifest = artefact.with_name(artefact.name + ".json").read_bytes()
+    hashed = []
+    real_hash = artefacts.file_sha256
+    monkeypatch.setattr(artefacts, "file_sha256", lambda path: hashed.append(Path(path).name) or real_hash(path))
+    again = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
+    np.testing.assert_array_equal(first, again)
+    assert "model.safetensors" in hashed  # the moved mtime made it check the content once
+    # A shipped manifest (the bundled model's, in a git clone) must not be rewritten by loading it.
+    assert artefact.with_name(artefact.name + ".json").read_bytes() == manifest
+    hashed.clear()
+    Classifier.from_pretrained(folder, dtype="int8")
+    assert "model.safetensors" not in hashed  # the confirmed mtime was remembered in the user cache
+
+
+def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt, seed=0)
+    old = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32").logits(TEXTS)
+    size = (folder / "model.safetensors").stat().st_size
+    save_checkpoint(folder, "bert", vocab_txt, seed=1)  # same architecture: same size, new weights
+    assert (folder / "model.safetensors").stat().st_size == size
+    expected = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
+    assert not clf.engine.from_saved_optimization  # new weights: the graph saved for the old ones is not reused
+    new = clf.logits(TEXTS)
+    assert not np.allclose(old, expected, atol=1e-3)
+    np.testing.assert_allclose(new, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "manifest"])
+def test_corrupt_cache_is_rebuilt(tmp_path, vocab_txt, damage, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "distilbert", vocab_txt)
+    expected = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
+    artefact = folder / "model.int8.onnx"
+    if damage == "garbage":
+        artefact.write_bytes(os.urandom(artefact.stat().st_size))
+    elif damage == "truncated":
+        artefact.write_bytes(artefact.read_bytes()[: artefact.stat().st_size // 2])
+    else:
+        artefact.with_name(artefact.name + ".json").write_text("{not json")
+    clf = Classifier.from_pretrained(folder, dtype="int8")
+    np.testing.assert_allclose(clf.logits(TEXTS), expected, atol=1e-5)
+    assert "rebuilt" in caplog.text
+    assert artefacts.check(artefact, clf.checkpoint, "int8")[0] is not None
+
+
+def test_read_only_checkpoint_uses_user_cache(tmp_path, vocab_txt, user_cache, monkeypatch):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+    writable = artefacts._writable  # root can write anywhere, so "read-only" is simulated here
+    monkeypatch.setattr(artefacts, "_writable", lambda path: path != folder and writable(path))
+    clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
+    assert clf.engine.path.is_relative_to(user_cache)
+    assert not (folder / "model.fp32.onnx").exists()
+    assert _manifest(clf.engine.path)["linked_weights"] is False  # ONNX Runtime reads external data only beside it
+    reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_later_sessions_load_the_saved_optimized_graph(tmp_path, vocab_txt, user_cache, mode, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "roberta", vocab_txt)
+    first = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert not first.engine.from_saved_optimization
+    expected = first.logits(TEXTS)
+    again = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert again.engine.from_saved_optimization
+    np.testing.assert_allclose(again.logits(TEXTS), expected, atol=1e-6, rtol=0)
+
+    (saved,) = (user_cache / "ort").iterdir()
+    weights = saved / "weights.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a damaged cache file
+    rebuilt = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
+    assert not rebuilt.engine.from_saved_optimization
+    np.testing.assert_allclose(rebuilt.logits(TEXTS), expected, atol=1e-6, rtol=0)
+    assert Classifier.from_pretrained(folder, backend="onnx", dtype=mode).engine.from_saved_optimization
+
+
+def test_saved_graphs_are_pruned_least_recently_used_first(tmp_path, monkeypatch):
+    from textclass.runtime.onnx_engine import prune
+
+    root = tmp_path / "ort"
+    for name, used in [("old", 100), ("mid", 200), ("new", 300)]:
+        (root / name).mkdir(parents=True)
+        (root / name / "weights.bin").write_bytes(b"w" * 1000)
+        (root / name / "files.json").write_text("{}")
+        os.utime(root / name / "files.json", (used, used))
+    (root / ".interrupted.abc").mkdir()  # a save a crash left behind
+    os.utime(root / ".interrupted.abc", (0, 0))
+    (root / ".saving-now.def").mkdir()  # a save in progress elsewhere
+
+    removed = prune(root, keep=root / "old", budget=2100)  # room for two entries: one must go, not `keep`
+    assert sorted(p.name for p in removed) == [".interrupted.abc", "mid"]
+    assert sorted(p.name for p in root.iterdir()) == [".saving-now.def", "new", "old"]
+    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "not a number")  # warned about, the default kept
+    assert prune(root) == []
+    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "0.001")  # 1 KiB: room for one entry
+    assert [p.name for p in prune(root)] == ["old"]
+
+
+@pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])
+def test_linked_graph_reads_half_precision_weights(tmp_path, vocab_txt, weights_dtype):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.to(getattr(torch, weights_dtype)) for k, v in state.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+    reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)  # the same rounded weights
+    clf = Classifier.from_pretrained(folder, backend="onnx")
+    assert _manifest(clf.engine.path)["linked_weights"] is True
+    np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_default_falls_back_to_torch_when_export_fails(tmp_path, vocab_txt, monkeypatch, caplog):
+    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(artefacts, "export_onnx", broken)
+    clf = Classifier.from_pretrained(folder)
+    assert clf.precision == "torch-float32"
+    assert "exporter exploded" in caplog.text
+    with pytest.raises(RuntimeError, match="exporter exploded"):  # asked for by name: no silent substitute
+        Classifier.from_pretrained(folder, backend="onnx")
+
+
+def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
+    folder = tmp_path / "bare"
+    make_model("bert", 30522, head=False).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(vocab_txt.parent / name, folder / name)
+    clf = Classifier.from_pretrained(folder)
+    with pytest.raises(InputError, match="bare encoder"):
+        clf("hello")
+    assert not list(folder.glob("model.*.onnx"))
+
+
+def test_onnx_classify_does_not_import_torch(tiny):
+    folder = tiny["bert"]
+    Classifier.from_pretrained(folder, dtype="int8")  # makes sure the artefact exists
+    code = (
+        "import sys; from textclass import Classifier; "
+        f"print(Classifier.from_pretrained({str(folder)!r}, dtype='int8')('great')[0]['label']); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in Classifier.from_pretrained(folder).labels
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
+    """Many batches run side by side on a one-thread session (OnnxEngine.map): each text gets the logits it gets
+    when the same batches run one after another with every thread on each, in the caller's order."""
+    texts = [f"{CORPUS[i % len(CORPUS)]} {'again ' * (i % 7)}({i})" for i in range(60)]
+    clf = Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype=dtype, max_batch_tokens=64)
+    encoded = clf.encode(texts)
+    clf.engine.threads = 1  # map runs the batches one after another on the session that has every thread
+    sequential = clf.run(encoded)
+    clf.engine.threads = 2  # as on a 2-CPU machine, whatever this one has
+    assert clf.engine._single_thread is None
+    together = clf.run(encoded)  # dozens of batches of <= 64 tokens, two at a time
+    assert clf.engine._single_thread is not None  # the side-by-side path ran
+    np.testing.assert_allclose(together, sequential, rtol=0, atol=1e-6)
+    alone = np.concatenate([clf.run([item]) for item in encoded[:10]])  # one batch: the every-thread session
+    np.testing.assert_allclose(together[:10], alone, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)
+
+
+def test_side_by_side_only_where_a_second_copy_of_the_weights_is_small(tiny):
+    from types import SimpleNamespace
+
+    from textclass.runtime.load import SIDE_BY_SIDE_BYTES, _second_copy_bytes
+
+    def sizes(layers: int, hidden: int, inner: int) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(num_layers=layers, hidden_size=hidden, intermediate_size=inner))
+
+    base, large = sizes(12, 768, 3072), sizes(24, 1024, 4096)
+    assert max(_second_copy_bytes(base, "fp32"), _second_copy_bytes(base, "int8")) <= SIDE_BY_SIDE_BYTES
+    assert _second_copy_bytes(large, "fp32") > SIDE_BY_SIDE_BYTES >= _second_copy_bytes(large, "int8")
+    assert Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype="fp32").engine.side_by_side

@@ -1,0 +1,334 @@
+"""The batcher on its own, a failing batch inside the app, and a graceful stop of a loaded server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import CORPUS
+from serverutil import LiveServer
+from textclass.checkpoint.tokenizer import Encoded
+from textclass.classifier import Classifier
+from textclass.server.batcher import Batcher, BatchFailed
+
+
+# ---- the batcher with a fake model ------------------------------------------------------------------
+def test_batcher_keeps_each_answer_and_its_order_across_batches():
+    """Jobs of many lengths and sizes share batches cut by the budget; each gets its own rows back, in order."""
+    budget = 64
+    seen: list[list[Encoded]] = []
+
+    def run(encoded: list[Encoded]) -> np.ndarray:  # (rows, 2): the row's tag and its length
+        seen.append(encoded)
+        time.sleep(0.002)  # let other jobs queue up behind the running batch
+        return np.array([[e.ids[0], len(e)] for e in encoded], dtype=np.float32)
+
+    rng = random.Random(0)
+    jobs = [[Encoded([job * 1000 + row] * rng.randint(1, 40), []) for row in range(rng.randint(1, 12))]
+            for job in range(40)]  # fmt: skip
+    batcher = Batcher(run, max_batch_tokens=budget)
+    batcher.start()
+
+    async def submit_all() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.infer(job) for job in jobs))
+
+    try:
+        results = asyncio.run(submit_all())
+    finally:
+        batcher.stop()
+    for job, result in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(result, [[e.ids[0], len(e)] for e in job])
+    for batch in seen:
+        assert len(batch) == 1 or len(batch) * max(map(len, batch)) <= budget
+    assert any(len({e.ids[0] // 1000 for e in batch}) > 1 for batch in seen)  # requests did share batches
+    assert len(seen) < sum(map(len, jobs))
+
+
+def test_batcher_failure_reaches_only_the_failing_request():
+    def run(encoded: list[Encoded]) -> np.ndarray:
+        if any(e.ids[0] == -1 for e in encoded):
+            raise RuntimeError("poisoned row")
+        time.sleep(0.05)
+        return np.zeros((len(encoded), 2), dtype=np.float32)
+
+    batcher = Batcher(run, max_batch_tokens=1024)
+    batcher.start()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.infer([Encoded([1], [])]))
+        await asyncio.sleep(0.01)  # the next two queue behind it and go into one batch
+        return await asyncio.gather(first, batcher.infer([Encoded([-1], [])]), batcher.infer([Encoded([2], [])]),
+                                    return_exceptions=True)  # fmt: skip
+
+    try:
+        first, poisoned, neighbour = asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    assert isinstance(poisoned, BatchFailed) and "poisoned row" in str(poisoned)
+    assert isinstance(first, np.ndarray) and isinstance(neighbour, np.ndarray)
+
+
+# ---- a failing batch inside the real app ------------------------------------------------------------
+class FlakyClassifier(Classifier):
+    """The real classifier, except that one text makes the model raise and another holds it until released."""
+
+    poison: list[int] = []
+    slow: list[int] = []
+    calls: list[list[list[int]]] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def run(self, encoded, batch_size=None):
+        ids = [list(e.ids) for e in encoded]
+        self.calls.append(ids)
+        if self.poison in ids:
+            raise RuntimeError("CUDA error: device-side assert triggered (simulated)")
+        if self.slow in ids:
+            self.holding.set()
+            self.release.wait(30)
+        return super().run(encoded, batch_size)
+
+
+async def metric_reaches(http: httpx.AsyncClient, name: str, value: float) -> None:
+    for _ in range(1000):
+        metrics = (await http.get("/metrics")).text
+        if float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1)) >= value:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never reached {value}")
+
+
+SLOW = "slow text held back here for a long while"  # 9 words: no other text here has its length
+
+
+def test_failing_batch_answers_500_for_its_request_only(tiny_checkpoints):
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    real = Classifier.from_pretrained(tiny_checkpoints["bert"][0])
+    clf = FlakyClassifier(real.checkpoint, real.tokenizer, real.engine, True, real.device, real.max_batch_tokens)
+    # The tiny vocabulary maps most words to [UNK]: the word counts tell these texts apart.
+    clf.poison, clf.slow = clf.encode(["poison"])[0].ids, clf.encode([SLOW])[0].ids
+    app = create_app(clf, ServerSettings())
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                slow = asyncio.ensure_future(http.post("/predict", json={"inputs": SLOW}))
+                for _ in range(1000):  # until the worker is inside the slow batch
+                    if clf.holding.is_set():
+                        break
+                    await asyncio.sleep(0.01)
+                poisoned = asyncio.ensure_future(http.post("/predict", json={"inputs": "poison"}))
+                good = asyncio.ensure_future(http.post("/", json={"inputs": "a good text"}))
+                await metric_reaches(http, "textclass_queue_size", 2)  # both wait behind the held batch
+                clf.release.set()
+                poisoned, good = await poisoned, await good
+                after = await http.post("/predict", json={"inputs": "after the failure"})
+                health = await http.get("/health")
+                return await slow, poisoned, good, after, health
+
+    slow, poisoned, good, after, health = asyncio.run(scenario())
+    assert poisoned.status_code == 500
+    assert poisoned.json()["error_type"] == "Backend" and "device-side assert" in poisoned.json()["error"]
+    assert [slow.status_code, good.status_code, after.status_code, health.status_code] == [200] * 4
+    assert good.json()[0][0]["label"] in clf.labels
+    assert any(clf.poison in call and len(call) > 1 for call in clf.calls)  # it really shared a batch
+
+
+# ---- the fast path answers as FastAPI's declared routes do ------------------------------------------
+JSON = {"content-type": "application/json"}
+FAST_PATH_CASES = [  # (path, body, headers, answered by the fast path itself)
+    ("/predict", {"inputs": "a fine film"}, JSON, True),
+    ("/predict", {"inputs": [["a fine film"], ["dull", "and long"]], "raw_scores": True}, JSON, True),
+    ("/predict", {"inputs": ["first", "second"], "truncation_direction": "Left"}, JSON, True),
+    ("/", {"inputs": ["one", "two"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}, JSON, True),
+    ("/", {"inputs": "ünïcödé ✓"}, {"content-type": "application/vnd.api+json; charset=utf-8"}, True),
+    ("/predict", {"inputs": [["t"]] * 33}, JSON, True),  # 413 from the route function
+    ("/predict", {"inputs": "word " * 100, "truncate": False}, JSON, True),  # over the 64-token limit
+    ("/predict", {"inputs": ["a", "b", "c"]}, JSON, False),  # does not validate: FastAPI words the 422
+    ("/", {"inputs": "x", "parameters": {"function_to_apply": "tanh"}}, JSON, False),
+    ("/predict", {"inputs": []}, JSON, False),
+    ("/predict", {"inputs": "x", "raw_scores": "true"}, JSON, False),
+    ("/predict", {"inputs": 5}, JSON, False),
+    ("/", {"parameters": {}}, JSON, False),
+    ("/predict", b'{"inputs": "x', JSON, False),  # not JSON
+    ("/predict", b"", JSON, False),
+    ("/predict", b'\xef\xbb\xbf{"inputs": "a BOM first"}', JSON, False),
+    ("/predict", b'{"inputs": "form-encoded"}', {"content-type": "application/x-www-form-urlencoded"}, False),
+    ("/", b'{"inputs": "no content type"}', {}, False),
+]
+
+
+def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints, monkeypatch):
+    """POST / and /predict are answered by server/fastpath.py; FastAPI's routes for them (what /docs shows)
+    must give the same answers, and whatever the fast path hands on must reach them unchanged."""
+    from textclass.server import fastpath
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
+    answered = []
+    monkeypatch.setattr(fastpath, "send_json", lambda *args, send=fastpath.send_json: answered.append(1) or send(*args))
+
+    async def both() -> list[tuple[httpx.Response, httpx.Response, int]]:
+        async with app.router.lifespan_context(app):
+            full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+            # The same middleware stack without FastPath: these requests reach the FastAPI routes.
+            declared = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=_without_fast_path(app)), base_url="http://app"
+            )
+            out = []
+            async with full, declared:
+                for path, body, headers, _ in FAST_PATH_CASES:
+                    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+                    before = len(answered)
+                    fast = await full.post(path, content=content, headers=headers)
+                    out.append(
+                        (fast, await declared.post(path, content=content, headers=headers), len(answered) - before)
+                    )
+            return out
+
+    for (path, body, _, by_fast_path), (fast, slow, sent) in zip(FAST_PATH_CASES, asyncio.run(both()), strict=True):
+        case = (path, body)
+        assert sent == by_fast_path, case
+        assert fast.status_code == slow.status_code, case
+        assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json", case
+        if fast.status_code == 200:
+            assert fast.content == slow.content, case
+            assert float(fast.headers["x-total-time"]) >= 0, case
+        else:
+            assert fast.json() == slow.json(), case
+
+
+def _without_fast_path(app):
+    """The same app's middleware stack built without FastPath (its routes then reach FastAPI)."""
+    from textclass.server.fastpath import FastPath
+
+    kept = [m for m in app.user_middleware if m.cls is not FastPath]
+    assert len(kept) == len(app.user_middleware) - 1
+    original, app.user_middleware = app.user_middleware, kept
+    try:
+        return app.build_middleware_stack()
+    finally:
+        app.user_middleware = original
+
+
+# ---- graceful shutdown of a loaded server -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm_classifier(minilm_dir, tmp_path_factory):
+    """all-MiniLM-L6-v2 with a random 2-label head: slow enough on CPU to keep requests in flight."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("minilm-2-labels")
+    AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, folder / name)
+    return folder
+
+
+def in_flight(server: LiveServer) -> float:
+    metrics = server.http.get("/metrics").text
+    return float(re.search(r"^textclass_requests_in_flight (\S+)$", metrics, re.M).group(1))
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_path):
+    server = LiveServer(minilm_classifier, tmp_path / "server.log").wait_healthy()
+    texts = [" ".join(CORPUS[i : i + 6]) for i in range(8)]  # ~100 tokens each: ~1 s of MiniLM work in all
+    responses: dict[int, httpx.Response] = {}
+
+    def client(index: int) -> None:
+        responses[index] = server.http.post("/predict", json={"inputs": [[t] for t in texts]})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while in_flight(server) < len(threads):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.02)
+    server.terminate()
+    time.sleep(0.3)
+    with pytest.raises(httpx.TransportError):  # no new connections once stopping
+        httpx.get(f"{server.url}/health", timeout=2)
+    for thread in threads:
+        thread.join(120)
+    assert sorted(responses) == list(range(len(threads)))
+    for response in responses.values():
+        assert response.status_code == 200, server.log()
+        assert [len(ranked) for ranked in response.json()] == [2] * len(texts)
+    assert server.stop() == 0
+    assert "Shutting down" in server.log()
+
+
+def test_an_unexpected_error_answers_json_500_and_the_server_carries_on(tiny_checkpoints, monkeypatch):
+    from textclass import postprocess
+    from textclass.server.app import create_app
+    from textclass.server.settings import ServerSettings
+
+    app = create_app(Classifier.from_pretrained(tiny_checkpoints["bert"][0]), ServerSettings())
+    rank = postprocess.rank
+
+    async def scenario() -> tuple[httpx.Response, ...]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                monkeypatch.setattr(postprocess, "rank", lambda *a: 1 / 0)  # a bug in the answer's last step
+                broken = [await http.post(path, json={"inputs": "x"}) for path in ("/", "/predict")]
+                monkeypatch.setattr(postprocess, "rank", rank)
+                return *broken, await http.post("/predict", json={"inputs": "x"})
+
+    *broken, after = asyncio.run(scenario())
+    for response in broken:
+        assert response.status_code == 500
+        assert response.json()["error_type"] == "Backend" and "ZeroDivisionError" in response.json()["error"]
+    assert after.status_code == 200
+
+
+# ---- logging ----------------------------------------------------------------------------------------
+def test_logs_are_json_lines_and_the_access_log_can_be_turned_off(capsys):
+    import logging
+
+    from textclass.server.run import configure_logging
+
+    root, access = logging.getLogger(), logging.getLogger("textclass.access")
+    handlers, level = root.handlers[:], root.level
+    try:
+        for enabled in (True, False):
+            listener = configure_logging(access_log=enabled)
+            access.info("access", extra={"fields": {"event": "access", "status": 200}})
+            logging.getLogger("textclass.server").info(json.dumps({"event": "ready", "warm_up_ms": 1.5}))
+            changing = {"state": "at the call"}
+            logging.getLogger("textclass.server").warning("plain text %s", changing)
+            changing["state"] = "changed later"  # the line must show the arguments as they were
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("textclass.server").exception("failed")
+            listener.stop()  # flushes what the listener thread has not written yet
+            logging.getLogger("textclass.server").warning("after the stop")  # written directly, not lost
+            lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+            expected = (["access"] if enabled else []) + ["ready", None, None, None]
+            assert [line.get("event") for line in lines] == expected
+            assert lines[-3]["message"] == "plain text {'state': 'at the call'}" and lines[-3]["level"] == "warning"
+            assert lines[-2]["message"] == "failed" and "ValueError: boom" in lines[-2]["exception"]
+            assert lines[-1]["message"] == "after the stop"
+            assert lines[-4]["warm_up_ms"] == 1.5  # a JSON message is merged, not quoted
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        access.setLevel(logging.NOTSET)
