@@ -380,10 +380,9 @@ def test_check_command_measures_the_default_on_a_file(tmp_path):
 
 @bundled
 def test_inspect_and_verbose_say_which_mode_runs_and_why():
-    from textclass.checkpoint.describe import describe
     from textclass.cli.app import app
 
-    info = describe(bundled_models()[DEFAULT_MODEL])
+    info = json.loads(CliRunner().invoke(app, ["inspect", "--json"]).stdout)
     assert info["default_precision"] == expected_default() and "CPU default" in info["precision_reason"]
     done = CliRunner().invoke(app, ["classify", "-v", "a gorgeous, witty, seductive movie."])
     assert done.exit_code == 0 and "POSITIVE" in done.stdout

@@ -63,13 +63,5 @@ def describe(path_or_id: str | os.PathLike[str]) -> dict[str, Any]:
         "weight_dtype": dtypes.most_common(1)[0][0] if dtypes else None,
         "weight_files": [p.name for p in checkpoint.weight_files],
         "weight_bytes": sum(p.stat().st_size for p in checkpoint.weight_files),
-        **_default_precision(checkpoint),
     }
 
-
-def _default_precision(checkpoint: Checkpoint) -> dict[str, str]:
-    """The mode Classifier.from_pretrained would run here by default, and why (chosen, not loaded)."""
-    from textclass.runtime.precision import pick_device, pick_precision
-
-    precision = pick_precision(pick_device(None), preferred=checkpoint.config.raw.get("textclass_precision"))
-    return {"default_precision": f"{precision.backend}-{precision.dtype}", "precision_reason": precision.reason}

@@ -121,10 +121,13 @@ def inspect(
 ) -> None:
     """Describe a checkpoint: family, sizes, labels, parameters, weight dtype and files."""
     try:
+        from textclass.checkpoint import open_checkpoint
         from textclass.checkpoint.describe import describe
         from textclass.checkpoint.locate import resolve_model
+        from textclass.runtime.precision import default_precision
 
-        info = describe(resolve_model(model))
+        checkpoint = open_checkpoint(resolve_model(model))
+        info = {**describe(checkpoint.folder), **default_precision(checkpoint)}
     except TextclassError as exc:
         fail(str(exc))
     if as_json:
