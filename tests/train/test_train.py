@@ -357,8 +357,9 @@ def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):
     assert np.isfinite(summary["eval_metrics"]["loss"])
 
 
-@pytest.mark.parametrize("flags, warns", [({"avx2", "fma"}, True), ({"avx2", "fma", "avx512_bf16"}, False),
-                                          ({"avx2", "amx_bf16"}, False)])
+@pytest.mark.parametrize(
+    "flags, warns", [({"avx2", "fma"}, True), ({"avx2", "fma", "avx512_bf16"}, False), ({"avx2", "amx_bf16"}, False)]
+)
 def test_bf16_warns_where_the_cpu_emulates_it(base, sentiment, tmp_path, monkeypatch, flags, warns):
     from textclass.runtime import cpu
     from textclass.train.setup import Reporter
