@@ -3,9 +3,9 @@
 The student is scored on whole sentences but SST-2 train is mostly short phrases; joined phrases ("X , but Y")
 give it longer, often mixed texts whose label the teacher decides (its logits, not a rule, say which clause
 wins). Built only from the fit set that scripts/split_sst2.py writes, so no held-out sentence or any of its
-phrases is in them; any built text that contains a held-out or SST-2 dev sentence is dropped (30 of 20,000 at
+phrases is in them; any built text that contains a held-out or SST-2 dev sentence is dropped (14 of 10,000 at
 seed 13: short dev sentences that are also SST-2 train phrases). Dev is read only for that check, never scored.
-usage: python scripts/build_sentences.py SPLIT_DIR DEV_TSV OUT_TXT [--count 20000] [--seed 13]
+usage: python scripts/build_sentences.py SPLIT_DIR DEV_TSV OUT_TXT [--count 10000] [--seed 13]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("split", type=Path, help="scripts/split_sst2.py's output folder (fit.tsv, heldout.tsv)")
     parser.add_argument("dev", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--min-words", type=int, default=4)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
