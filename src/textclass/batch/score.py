@@ -33,6 +33,7 @@ class ScoreOptions:
     chunk_tokens: int | None = None
     stride: int | None = None
     aggregate: str = "mean"
+    max_windows: int | None = None  # chunk: a row needing more windows is an error row (None: no bound)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ def prepare(clf: Classifier, chunk: pa.Table, options: ScoreOptions = ScoreOptio
     windows = chunking.windows_for(clf.tokenizer, options.long_text, options.chunk_tokens, options.stride,
                                    options.aggregate)  # fmt: skip
     if windows is not None:
-        plan = windows.plan([texts[i] for i in valid], strict=False)
+        plan, over = windows.plan_each([texts[i] for i in valid], options.max_windows)
+        for position, error in zip(valid, over):
+            errors[position] = error
+        valid = valid[[error is None for error in over]] if len(valid) else valid
         return Prepared(chunk, errors, valid, plan.encoded, plan)
     encoded = clf.encode([texts[i] for i in valid]) if len(valid) else []
     return Prepared(chunk, errors, valid, encoded)

@@ -19,6 +19,7 @@ from textclass.cli.common import (
     FormatOption,
     InputOption,
     LongTextOption,
+    MaxWindowsOption,
     ModelOption,
     OutputFormat,
     StrideOption,
@@ -52,6 +53,7 @@ def classify(
     chunk_tokens: ChunkTokensOption = None,
     stride: StrideOption = None,
     aggregate: AggregateOption = "mean",
+    max_windows: MaxWindowsOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
 ) -> None:
     """Classify texts and print labels with scores."""
@@ -67,7 +69,8 @@ def classify(
     from textclass.cli.output import classify_and_print
 
     try:
-        long = {"long_text": long_text, "chunk_tokens": chunk_tokens, "stride": stride, "aggregate": aggregate}
+        long = {"long_text": long_text, "chunk_tokens": chunk_tokens, "stride": stride, "aggregate": aggregate,
+                "max_windows": max_windows}
         classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend, long)
     except TextclassError as exc:
         fail(str(exc))

@@ -52,6 +52,9 @@ def batch(
     chunk_tokens: ChunkTokensOption = None,
     stride: StrideOption = None,
     aggregate: AggregateOption = "mean",
+    max_windows: Annotated[
+        int | None, typer.Option(help="Chunk: a row needing more windows is an error row (default: no bound).", min=1)
+    ] = None,
 ) -> None:
     """Score every row of a large file; rows that cannot be scored are kept with an error."""
     from textclass.batch import BatchJob, ScoreOptions, run_batch
@@ -64,7 +67,7 @@ def batch(
         text_column=text_column,
         id_column=id_column,
         score=ScoreOptions(top_k=top_k, all_scores=all_scores, long_text=long_text, chunk_tokens=chunk_tokens,
-                           stride=stride, aggregate=aggregate),  # fmt: skip
+                           stride=stride, aggregate=aggregate, max_windows=max_windows),  # fmt: skip
         chunk_rows=chunk_rows,
         engine=engine.value,
         resume=resume,

@@ -83,3 +83,7 @@ LongTextOption = Annotated[
 ChunkTokensOption = Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")]
 StrideOption = Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")]
 AggregateOption = Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")]
+MaxWindowsOption = Annotated[
+    int | None,
+    typer.Option(help="The most windows (model inputs; a truncated text is one) to score (default: no bound).", min=1),
+]
