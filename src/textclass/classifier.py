@@ -19,7 +19,7 @@ from textclass.models.config import EncoderConfig
 from textclass.runtime.batching import make_batches
 from textclass.runtime.engine import Engine, run_batches
 from textclass.tasks import chunking, explain, rerank, zero_shot
-from textclass.tasks.inputs import normalise_inputs
+from textclass.tasks.inputs import normalise_inputs, require_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -181,6 +181,7 @@ class Classifier:
         An empty or whitespace-only text is an InputError naming its index.
         """
         items, single = normalise_inputs(inputs)
+        require_text(items)
         windows = chunking.windows_for(self.tokenizer, long_text, chunk_tokens, stride, aggregate)
         function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
         legacy = top_k is _NOT_GIVEN

@@ -54,12 +54,14 @@ def classify(
     stride: StrideOption = None,
     aggregate: AggregateOption = "mean",
     max_windows: MaxWindowsOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say which mode runs and why, and blank lines skipped (stderr).")
+    ] = False,
 ) -> None:
     """Classify texts and print labels with scores."""
     import logging
 
-    items = read_texts(texts, input_file)
+    items = read_texts(texts, input_file, verbose)
     logger, handler = logging.getLogger("textclass"), logging.StreamHandler()
     level = logger.level
     if verbose:  # textclass's INFO lines, e.g. the mode chosen at load and why

@@ -17,6 +17,7 @@ from textclass.cli.common import (
     DtypeOption,
     ModelOption,
     StrideOption,
+    TextColumnOption,
     fail,
 )
 
@@ -27,10 +28,10 @@ class Engine(str, Enum):
 
 
 def batch(
-    input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL or Parquet file to score.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL, Parquet or .txt file to score.")],
     output_file: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet or .jsonl.")],
     model: ModelOption = None,
-    text_column: Annotated[str, typer.Option(help="Column (or JSON key) holding the text.")] = "text",
+    text_column: TextColumnOption = None,
     id_column: Annotated[
         str | None, typer.Option(help="Column copied to the output `id` (default: the 0-based row number).")
     ] = None,

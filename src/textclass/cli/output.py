@@ -26,7 +26,9 @@ def classify_and_print(
     say how many windows each text took.
     """
     from textclass.classifier import Classifier
+    from textclass.tasks.inputs import require_text
 
+    require_text(texts)  # before the model loads
     clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     ranked = clf(texts, top_k=None if top_k == 0 else top_k, function_to_apply=function_to_apply, **(long_text or {}))
     rows = [
