@@ -151,7 +151,7 @@ def broken(tiny_checkpoints, copy_checkpoint, tmp_path):
         "unsupported type": (["--model", str(unsupported), "x"], "'llama' is not supported"),
         "non-UTF-8 file": (["--model", str(ok), "--input", str(latin1)], "not UTF-8"),
         "empty file": (["--model", str(ok), "--input", str(empty)], "is empty"),
-        "blank lines only": (["--model", str(ok), "--input", str(blank)], "its 3 line(s) are blank"),
+        "blank lines only": (["--model", str(ok), "--input", str(blank)], "its 3 lines are blank"),
         "empty text": (["--model", str(ok), "fine", " "], "input 1 is empty (or only whitespace)"),
         "empty text alone": (["--model", str(ok), ""], "input 0 is empty (or only whitespace)"),
         "missing input file": (["--model", str(ok), "--input", str(tmp_path / "none.txt")], "does not exist"),

@@ -186,7 +186,8 @@ def read_lines(raw: bytes, source: str) -> tuple[list[str], int]:
         raise InputError(f"{source} is empty; expected one text per line")
     texts = [line for line in lines if line.strip()]
     if not texts:
-        raise InputError(f"{source} has no texts: its {len(lines)} line(s) are blank; expected one text per line")
+        shown = "its line is blank" if len(lines) == 1 else f"its {len(lines)} lines are blank"
+        raise InputError(f"{source} has no texts: {shown}; expected one text per line")
     return texts, len(lines) - len(texts)
 
 
@@ -254,15 +255,15 @@ def _utf8_error(value: str) -> str | None:
 
 def _delimited_record(number: int, fields: list[str], width: int, positions: dict[str, int],
                       text_roles: Collection[str], lenient_roles: Collection[str]) -> Record:  # fmt: skip
+    if len(fields) != width:  # which field is which is anyone's guess: none is used
+        return Record(number, dict.fromkeys(positions), f"the row has {len(fields)} fields, the header {width}")
     values: dict[str, Any] = {}
     error = None
-    if len(fields) != width:
-        error = f"the row has {len(fields)} fields, the header {width}"
     for role, at in positions.items():
-        value = fields[at] if at < len(fields) else None
-        if value is not None and role in lenient_roles:
+        value = fields[at]
+        if role in lenient_roles:
             value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        elif value is not None and (bad := _utf8_error(value)):
+        elif bad := _utf8_error(value):
             error, value = error or f"{bad} of the {role}", None
         values[role] = value
     return Record(number, values, error)
