@@ -6,9 +6,10 @@ Heavy imports (torch, the model) happen inside commands so `--help` and errors a
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from textclass.cli.common import (
     AggregateOption,
@@ -28,12 +29,62 @@ from textclass.cli.common import (
 )
 from textclass.errors import TextclassError
 
+# Click's UsageError, from typer's own Click (vendored in newer typer versions, click itself in older ones).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Commands(TyperGroup):
+    """The command group, with a mistyped option or value reported as every other bad input is: one line,
+    `error: ...`, exit status 1 (Click's own is a usage block and status 2, which `check` gives its contract)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: Any) -> NoReturn:
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc  # a bare `textclass`: the help, as asked for
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    fail(f"{exc.format_message().rstrip('.')}{where}")
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Classify text with Hugging Face sequence-classification checkpoints.",
+    # Click's own help layout: it wraps to the terminal (80 columns and less) and never cuts an option's name, where
+    # rich's panels cut `--max-client-batch-size` to `--max-batch-toke…` at 80 columns.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command's -h, inherited by subcommands
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from textclass.cli.entry import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Classify text with Hugging Face sequence-classification checkpoints."""
 
 
 @app.command()

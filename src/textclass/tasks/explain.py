@@ -283,6 +283,8 @@ def explain(
     steps: int = DEFAULT_STEPS,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     options = check_options(method, baseline, unit, steps)
+    if options.method == "integrated_gradients":
+        require_torch("explaining with integrated gradients")  # before any work, and as one line, not an ImportError
     items, single = tokens_of(clf.tokenizer, texts)
     target_index(clf.labels, target, 0)  # a bad target fails before any model work
     run = occlusion if options.method == "occlusion" else integrated_gradients
