@@ -45,11 +45,11 @@ def main() -> None:
     for count in lengths:
         text = " ".join((words * (count // len(words) + 1))[:count])
         runs = 3 if count <= 30_000 else 1
-        plan_seconds = best_of(runs, lambda: windows.plan([text]))
+        plan_seconds = best_of(runs, lambda text=text: windows.plan([text]))
         plan = windows.plan([text])
         tokens = sum(len(e) for e in plan.encoded)
         scored = count <= args.score_up_to
-        score_seconds = best_of(1, lambda: clf(text, long_text="chunk")) if scored else float("nan")
+        score_seconds = best_of(1, lambda text=text: clf(text, long_text="chunk")) if scored else float("nan")
         per_word = {"plan": plan_seconds / count * 1e6, "score": score_seconds / count * 1e6}
         base = base or per_word
         rows.append([f"{count:,}", f"{tokens:,}", f"{plan.counts[0]:,}", f"{plan_seconds:.3f}",

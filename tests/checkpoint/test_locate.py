@@ -48,10 +48,9 @@ def unreachable_hub(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("value", ["./x", "/no/such/folder", "~/no-such-textclass-folder", "runs/a/b", "bad name/x"])
 def test_a_path_is_a_folder_that_does_not_exist(value, tmp_path, unreachable_hub):
-    done, seconds = textclass("classify", "hi", "--model", value, cwd=tmp_path, env=unreachable_hub)
+    done, _ = textclass("classify", "hi", "--model", value, cwd=tmp_path, env=unreachable_hub)
     line = one_line(done)
     assert f"model folder {value} does not exist" in line and "hub" not in line.split(";")[0], line
-    assert seconds < 2 + 3, seconds  # the interpreter's start is most of it; generous on a loaded machine
 
 
 def test_org_name_says_the_folder_and_the_hub_once(tmp_path, unreachable_hub):
@@ -60,14 +59,20 @@ def test_org_name_says_the_folder_and_the_hub_once(tmp_path, unreachable_hub):
     assert "model folder checkpoints/run1 does not exist" in one_line(done) and "cannot be reached" not in done.stderr
     for command in (["classify", "hi"], ["inspect"], ["tokenize", "hi"], ["batch", "-i", "in.jsonl", "-o", "o.jsonl"]):
         (tmp_path / "in.jsonl").write_text('{"text": "hi"}\n')
-        done, seconds = textclass(*command, "--model", "run-owner/run1", cwd=tmp_path, env=unreachable_hub)
+        done, _ = textclass(*command, "--model", "run-owner/run1", cwd=tmp_path, env=unreachable_hub)
         line = one_line(done)
         assert "model folder run-owner/run1 does not exist" in line, line
         assert "as a hub id it is not in the local hub cache and the Hugging Face hub cannot be reached" in line
-        assert line.count("hub id") == 1 and seconds < 2 + 3, (line, seconds)
+        assert line.count("hub id") == 1, line
+
+
+@pytest.mark.parametrize("value", ["./x", "runs/a/b", "sentiment-xx", "run-owner/run1"])
+def test_answered_in_under_two_seconds(value, unreachable_hub, tmp_path, monkeypatch):
+    """Timed in this process (an interpreter's start would be most of a subprocess's time on a busy machine)."""
+    monkeypatch.chdir(tmp_path)
     started = time.perf_counter()
-    with pytest.raises(CheckpointError, match="cannot be reached"):
-        Classifier.from_pretrained("run-owner/run1")
+    with pytest.raises(CheckpointError):
+        Classifier.from_pretrained(value)
     assert time.perf_counter() - started < 2
 
 

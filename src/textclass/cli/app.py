@@ -72,7 +72,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from textclass.cli.entry import version_line
+        from textclass.cli.output import version_line
 
         typer.echo(version_line())
         raise typer.Exit()

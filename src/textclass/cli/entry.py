@@ -42,15 +42,10 @@ def quick_classify_args(argv: list[str]) -> dict | None:
     return parsed if parsed["top_k"] >= 0 else None
 
 
-def version_line() -> str:
-    """`textclass --version`: the package's version, and the Python it runs on."""
-    from textclass import __version__
-
-    return f"textclass {__version__} (Python {sys.version.split()[0]})"
-
-
 def main(hard_exit: bool = True) -> None:
     if sys.argv[1:] == ["--version"]:  # answered without loading typer, like a plain classify
+        from textclass.cli.output import version_line
+
         print(version_line())
         return
     quick = quick_classify_args(sys.argv[1:])

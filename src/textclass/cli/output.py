@@ -6,7 +6,15 @@ Kept free of typer so the quick entry point (entry.py) and the full CLI (cli.py)
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
+
+
+def version_line() -> str:
+    """`textclass --version`: the package's version, and the Python it runs on."""
+    from textclass import __version__
+
+    return f"textclass {__version__} (Python {sys.version.split()[0]})"
 
 
 def classify_and_print(
