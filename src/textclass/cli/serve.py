@@ -27,8 +27,7 @@ def serve(
     ] = None,
     max_client_batch_size: Annotated[int, typer.Option(help="Texts one request may send (more: 413).", min=1)] = 32,
     max_rerank_documents: Annotated[
-        int, typer.Option(help="Documents one Cohere/Jina rerank request (/v2/rerank, /v1/rerank) may send (more: 413).",
-                          min=1)
+        int, typer.Option(help="Documents one rerank request to /v2/rerank or /v1/rerank may send (more: 413).", min=1)
     ] = 1000,
     payload_limit: Annotated[int, typer.Option(help="Request body limit in bytes (more: 413).", min=1)] = 2_000_000,
     max_concurrent_requests: Annotated[

@@ -40,7 +40,7 @@ from textclass.server.oip_tensors import (
 from textclass.server.schemas import LongTextOptions
 from textclass.server.served import Served, ServedModels
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "classification"]
 _DEFAULT_OPTIONS = LongTextOptions()  # texts past the limit are truncated, as /predict does by default
 
 
@@ -136,15 +136,15 @@ async def answer(served: Served, inputs: Inputs) -> tuple[bytes, dict[str, str]]
     top = scores.argmax(axis=1)  # the first best, as /predict's stable sort ranks it
     tensors = []
     for output in inputs.outputs:
-        if output.name == "label":
+        if output.classification is not None:  # Triton's extension: the best k, whichever output asked
+            best = classification(scores, clf.labels, output.classification)
+            tensors.append((output.name, "BYTES", best, output.binary))
+        elif output.name == "label":
             tensors.append(("label", "BYTES", np.array([clf.labels[i] for i in top], dtype=object), output.binary))
         elif output.name == "score":
             tensors.append(("score", "FP32", scores[np.arange(len(scores)), top].astype(np.float32), output.binary))
-        elif output.classification is None:
-            tensors.append(("scores", "FP32", scores.astype(np.float32), output.binary))
         else:
-            best = classification(scores, clf.labels, output.classification)
-            tensors.append(("scores", "BYTES", best, output.binary))
+            tensors.append(("scores", "FP32", scores.astype(np.float32), output.binary))
     return write_response(served.name, inputs.id, tensors)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from textclass.server.errors import ApiError
+from textclass.server.schemas import NonNegativeInteger, PositiveInteger
 
 HEADER = "inference-header-content-length"
 Scalar = str | int | float | bool  # what an OIP parameter's value may be
@@ -35,7 +36,7 @@ class Parameters(BaseModel):
 
 
 class InputParameters(Parameters):
-    binary_data_size: Annotated[int, Field(ge=0)] | None = Field(
+    binary_data_size: NonNegativeInteger | None = Field(
         default=None, description="Binary tensor extension: this input's bytes follow the JSON header, not `data`."
     )
 
@@ -44,7 +45,7 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(strict=True)
 
     name: Literal["text", "text_pair"] = Field(description="`text`, and `text_pair` for pairs (as many).")
-    shape: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=1)] = Field(
+    shape: Annotated[list[NonNegativeInteger], Field(min_length=1, max_length=1)] = Field(
         description="[N]: the number of texts in `data`.", examples=[[2]]
     )
     datatype: Literal["BYTES"]
@@ -56,8 +57,8 @@ class RequestInput(BaseModel):
 
 class OutputParameters(Parameters):
     binary_data: bool | None = Field(default=None, description="This output in binary (default: binary_data_output).")
-    classification: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description='Triton\'s classification extension, on `scores`: the best k as "score:index:label".'
+    classification: PositiveInteger | None = Field(
+        default=None, description='Triton\'s classification extension: the best k labels, "score:index:label" each.'
     )
 
 
@@ -142,7 +143,7 @@ class OipError(BaseModel):
 class Output:
     name: str
     binary: bool
-    classification: int | None  # the best k as strings, instead of every score (`scores` only)
+    classification: int | None  # the best k labels as strings instead of the tensor (any output name)
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,6 @@ def read_request(body: bytes, header_length: str | None, max_texts: int) -> Inpu
     outputs = []
     for asked in request.outputs if request.outputs is not None else [RequestOutput(name=n) for n in OUTPUTS]:
         options = asked.parameters or OutputParameters()
-        if options.classification is not None and asked.name != "scores":
-            raise ApiError(400, f"output '{asked.name}': classification applies to 'scores' only")
         binary = every if options.binary_data is None else options.binary_data
         outputs.append(Output(asked.name, binary, options.classification))
     return Inputs(request.id, texts, pairs, outputs, parameters)
