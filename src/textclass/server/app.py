@@ -26,6 +26,7 @@ from textclass.server.errors import ApiError, add_error_handlers, documented, er
 from textclass.server.explaining import MAX_EXPLAIN_INPUTS, explainer
 from textclass.server.fastpath import FastPath, render
 from textclass.server.label_metrics import LabelCounts, PredictionCollector
+from textclass.server.lookup import Served, ServedModels
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
@@ -45,7 +46,6 @@ from textclass.server.schemas import (
     TokenizeRequest,
     predict_inputs,
 )
-from textclass.server.served import Served, ServedModels
 from textclass.server.settings import ServerSettings, model_name
 from textclass.tasks import chunking
 from textclass.tasks.rerank import rank_texts, require_cross_encoder, rerank_pairs
@@ -312,7 +312,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
     # The serving protocols (served.py): Cohere/Jina rerank and KServe's Open Inference Protocol.
-    models = ServedModels([Served(name, clf, counts, classify, encode_rows, scored,
+    models = ServedModels([Served(name, name, clf, counts, classify, encode_rows, scored,
                                   lambda: status["ready"] and batcher.alive)])  # fmt: skip
     reranking = cohere.rerank_routes(models, settings.max_rerank_documents)
     cohere.declare(app, reranking, answer)

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from textclass.errors import InputError
 from textclass.server.errors import ApiError, documented
+from textclass.server.lookup import ProtocolModel, ServedModels
 from textclass.server.schemas import PositiveInteger, Request
-from textclass.server.served import Served, ServedModels
 from textclass.tasks.rerank import rank_texts, require_cross_encoder, rerank_pairs
 
 Handler = Callable[[Any], Awaitable[tuple[Any, dict[str, str]]]]  # fastpath.py's route function
@@ -123,7 +123,7 @@ class RerankV1Response(BaseModel):
 def rerank_routes(models: ServedModels, max_documents: int) -> dict[str, tuple[type[BaseModel], Handler]]:
     """path -> (request model, route function): FastPath answers these, `declare` documents them."""
 
-    def admit(name: str | None, count: int) -> Served:
+    def admit(name: str | None, count: int) -> ProtocolModel:
         """The model asked for, once it can rank this many documents."""
         served = models.pick(name)
         if count > max_documents:
@@ -135,12 +135,12 @@ def rerank_routes(models: ServedModels, max_documents: int) -> dict[str, tuple[t
             raise ApiError(424, str(exc)) from exc
         return served
 
-    async def ranked(served: Served, query: str, texts: list[str], top_n: int | None) -> tuple[list[dict], int]:
+    async def ranked(served: ProtocolModel, query: str, texts: list[str], top_n: int | None) -> tuple[list[dict], int]:
         """(results best first with index and relevance_score, tokens read), the scores as on /rerank."""
         pairs = rerank_pairs(query, texts)
         encoded = await served.encode(pairs, True, "right")
-        logits = await served.classify(pairs, True, "right", encoded)  # (documents, 1)
-        served.counts.observe_logits(logits)
+        logits = await served.infer(pairs, True, "right", encoded)  # (documents, 1)
+        served.predictions.observe_logits(logits)
         results = [{"index": r["index"], "relevance_score": r["score"]}
                    for r in rank_texts(logits, texts, top_n, False, False)]  # fmt: skip
         return results, sum(len(row) for row in encoded)
@@ -163,14 +163,14 @@ def rerank_routes(models: ServedModels, max_documents: int) -> dict[str, tuple[t
             for result in results:
                 doc = body.documents[result["index"]]
                 result["document"] = {"text": doc} if isinstance(doc, str) else doc.model_dump()
-        answer = {"id": str(uuid.uuid4()), "model": served.name, "results": results,
+        answer = {"id": str(uuid.uuid4()), "model": served.model_id, "results": results,
                   "usage": {"total_tokens": tokens}, "meta": {"api_version": {"version": "1"}}}  # fmt: skip
         return answer, {}
 
     return {"/v2/rerank": (CohereV2RerankRequest, v2), "/v1/rerank": (RerankV1Request, v1)}
 
 
-def cut_documents(served: Served, texts: list[str], max_tokens: int) -> list[str]:
+def cut_documents(served: ProtocolModel, texts: list[str], max_tokens: int) -> list[str]:
     """Each document cut after its first `max_tokens` tokens (Cohere's max_tokens_per_doc), at that token's end."""
     out = []
     for text, encoding in zip(texts, served.clf.tokenizer.encodings(texts, False)):

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from textclass import __version__, postprocess
 from textclass.server.errors import STATUSES, ApiError
 from textclass.server.fastpath import render
+from textclass.server.lookup import ProtocolModel, ServedModels
 from textclass.server.oip_tensors import (
     HEADER,
     InferenceRequest,
@@ -38,7 +39,6 @@ from textclass.server.oip_tensors import (
     write_response,
 )
 from textclass.server.schemas import LongTextOptions
-from textclass.server.served import Served, ServedModels
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 _DEFAULT_OPTIONS = LongTextOptions()  # texts past the limit are truncated, as /predict does by default
@@ -53,14 +53,10 @@ def oip_error(status: int, message: str, headers: dict[str, str] | None = None) 
 
 
 def add_oip_routes(app: FastAPI, models: ServedModels, max_texts: int) -> None:
-    def model(name: str) -> Served:
-        served = models.get(name)
-        if served is None:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {', '.join(map(repr, models.names))}")
-        return served
+    model = models.find
 
     def ready() -> bool:
-        return all(served.ready() for served in models.by_name.values())
+        return all(served.healthy for served in models.models)
 
     @app.get("/v2", summary="OIP server metadata", response_model=ServerMetadata, responses=_errors(401))
     async def server_metadata() -> Response:
@@ -84,7 +80,7 @@ def add_oip_routes(app: FastAPI, models: ServedModels, max_texts: int) -> None:
     async def model_ready(name: str) -> Response:
         """200 when this model can serve; 503 before it is warmed up and while stopping."""
         try:
-            is_ready = model(name).ready()
+            is_ready = model(name).healthy
         except ApiError as exc:
             return oip_error(exc.status, exc.message)
         return Response(render({"name": name, "ready": is_ready}), 200 if is_ready else 503,
@@ -107,7 +103,7 @@ def add_oip_routes(app: FastAPI, models: ServedModels, max_texts: int) -> None:
             served = model(name)
             body = await request.body()
             inputs = read_request(body, request.headers.get(HEADER), max_texts)
-            content, headers = await answer(served, inputs)
+            content, headers = await answer(served, name, inputs)
         except ApiError as exc:
             return oip_error(exc.status, exc.message, exc.headers)
         return Response(content, 200, headers)
@@ -121,10 +117,10 @@ def add_oip_routes(app: FastAPI, models: ServedModels, max_texts: int) -> None:
             served = model(name)
         except ApiError as exc:
             return oip_error(exc.status, exc.message)
-        return Response(render(metadata(served)), media_type="application/json")
+        return Response(render(metadata(served, name)), media_type="application/json")
 
 
-async def answer(served: Served, inputs: Inputs) -> tuple[bytes, dict[str, str]]:
+async def answer(served: ProtocolModel, name: str, inputs: Inputs) -> tuple[bytes, dict[str, str]]:
     """What /predict answers for these texts, as the tensors asked for."""
     clf, parameters = served.clf, inputs.parameters
     truncate = True if parameters.truncate is None else parameters.truncate
@@ -145,7 +141,7 @@ async def answer(served: Served, inputs: Inputs) -> tuple[bytes, dict[str, str]]
             tensors.append(("score", "FP32", scores[np.arange(len(scores)), top].astype(np.float32), output.binary))
         else:
             tensors.append(("scores", "FP32", scores.astype(np.float32), output.binary))
-    return write_response(served.name, inputs.id, tensors)
+    return write_response(name, inputs.id, tensors)
 
 
 def classification(scores: np.ndarray, labels: Sequence[str], k: int) -> np.ndarray:
@@ -155,12 +151,12 @@ def classification(scores: np.ndarray, labels: Sequence[str], k: int) -> np.ndar
     return np.array(rows, dtype=object).reshape(len(scores), order.shape[1])
 
 
-def metadata(served: Served) -> dict[str, Any]:
+def metadata(served: ProtocolModel, name: str) -> dict[str, Any]:
     def tensor(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
         return MetadataTensor(name=name, datatype=datatype, shape=shape).model_dump()
 
     return {
-        "name": served.name,
+        "name": name,
         "platform": "onnxruntime_onnx" if served.clf.engine.backend == "onnx" else "pytorch",
         "inputs": [tensor("text", "BYTES", [-1]), tensor("text_pair", "BYTES", [-1])],
         "outputs": [tensor("label", "BYTES", [-1]), tensor("score", "FP32", [-1]),
