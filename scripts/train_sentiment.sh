@@ -19,7 +19,7 @@ SOURCE=${SOURCE:-$SST2/train.tsv}
 python scripts/split_sst2.py "$SOURCE" "$WORK/random-split" --random 2000 --seed 13
 textclass train --model "$MINILM" --train "$WORK/random-split/fit.tsv" \
   --eval "$WORK/random-split/heldout.tsv" --out "${OUT:-$WORK/run}" --label-names NEGATIVE,POSITIVE \
-  --epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.06 --label-smoothing 0.1 --max-length 64 --eval-steps 500 --save-steps 250 \
-  --temperature-calibrate --dtype-out fp16 --seed 13 ${THREADS:+--threads $THREADS} "$@"
+  --epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.06 --label-smoothing 0.1 --max-length 64 \
+  --eval-steps 500 --save-steps 250 --temperature-calibrate --dtype-out fp16 --seed 13 ${THREADS:+--threads $THREADS} "$@"
 textclass eval --model "${OUT:-$WORK/run}" --data "$SST2/dev.tsv" --out "$WORK/dev-report"
 echo "trained model: ${OUT:-$WORK/run} (copy config.json, model.safetensors, tokenizer files and README.md into src/textclass/bundled/sentiment-en)"
