@@ -101,7 +101,7 @@ class FlakyClassifier(Classifier):
 async def metric_reaches(http: httpx.AsyncClient, name: str, value: float) -> None:
     for _ in range(1000):
         metrics = (await http.get("/metrics")).text
-        if float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1)) >= value:
+        if float(re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", metrics, re.M).group(1)) >= value:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{name} never reached {value}")
@@ -242,7 +242,7 @@ def minilm_classifier(minilm_dir, tmp_path_factory):
 
 def in_flight(server: LiveServer) -> float:
     metrics = server.http.get("/metrics").text
-    return float(re.search(r"^textclass_requests_in_flight (\S+)$", metrics, re.M).group(1))
+    return float(re.search(r"^textclass_requests_in_flight\{[^}]*\} (\S+)$", metrics, re.M).group(1))
 
 
 @pytest.mark.slow
