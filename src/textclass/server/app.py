@@ -25,7 +25,7 @@ from textclass.server.guard import Guard
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.openapi import fleet_schema
-from textclass.server.routes import add_fleet_routes, fast_routes, not_ready
+from textclass.server.routes import add_fleet_routes, fast_routes, not_ready, unknown_model
 from textclass.server.schemas import ClassifierModel, Info, ModelSummary
 from textclass.server.served import ServedModel
 from textclass.server.settings import ServerSettings
@@ -66,7 +66,7 @@ def create_app(models: Classifier | Mapping[str, Classifier], settings: ServerSe
         description="Text classification with dynamic batching; TEI- and InferenceClient-compatible. "
         f"Models: {', '.join(fleet.names)} (the first also at the root; each under /models/NAME/).",
     )  # fmt: skip
-    add_error_handlers(app)
+    add_error_handlers(app, not_found=unknown_model(fleet))
     add_fleet_routes(app, fleet)
     app.state.fleet = fleet  # other route modules find the served models here
 

@@ -8,6 +8,7 @@ the fast path, the Gatekeeper, FastAPI's own errors): the HTTP status gives the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,7 +69,9 @@ async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, 
     await send({"type": "http.response.body", "body": payload})
 
 
-def add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI, not_found: Callable[[str], str | None] = lambda path: None) -> None:
+    """JSON errors for every fault FastAPI and Starlette raise; `not_found(path)`: a 404's message for that path
+    (a model name that is not served lists the names), None for the usual one."""
     def reply(status: int, message: str, headers: dict[str, str] | None = None, kind: ErrorType | None = None):
         return Response(error_body(message, status, kind), status, headers, media_type="application/json")
 
@@ -87,7 +90,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return reply(exc.status_code, str(exc.detail), exc.headers)
+        message = not_found(request.url.path) if exc.status_code == 404 else None
+        return reply(exc.status_code, message or str(exc.detail), exc.headers)
 
     @app.exception_handler(TextclassError)
     async def user_error(request: Request, exc: TextclassError) -> Response:

@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 from textclass.errors import InputError
-from textclass.extras import MissingExtra
+from textclass.extras import MissingExtra, require_torch
 from textclass.server.errors import ApiError
 from textclass.server.schemas import ExplainRequest
 from textclass.server.served import ServedModel
@@ -39,6 +39,7 @@ async def explain_answer(model: ServedModel, body: ExplainRequest) -> Any:
             scores = explain.scores_of(clf, await model.infer(texts, True, "right", rows))
             results = explain.occlusion_results(items, options.unit, scores, counts, clf.labels, body.target)
         else:
+            require_torch("explaining with integrated gradients")  # 424 naming textclass[torch], before any work
             # Each step is a forward and backward pass over the text: (tokens × steps) rows of model work.
             model.check_tokens(sum(len(item.ids) for item in items) * options.steps)
             if model.explain_lane is None:  # made on first use, inside the event loop

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from textclass.server import answers
@@ -97,17 +97,29 @@ def add_model_routes(app: FastAPI, model: ServedModel, prefix: str) -> None:
 
 
 def add_fleet_routes(app: FastAPI, fleet: Fleet) -> None:
-    """The default model at the root, every model under /models/NAME/, and a 404 naming the models for the rest."""
+    """The default model at the root, and every model under /models/NAME/."""
     add_model_routes(app, fleet.default, "")
     for model in fleet:
         add_model_routes(app, model, f"{MODELS_PREFIX}{model.name}")
 
-    async def unknown_model(request: Request, name: str, rest: str = "") -> Response:
-        fleet.get(name)  # a 404 listing the names when there is no such model
-        raise ApiError(404, f"model {name!r} has no route /{rest}; see /docs")
 
-    for path in (f"{MODELS_PREFIX}{{name}}", f"{MODELS_PREFIX}{{name}}/{{rest:path}}"):
-        app.add_api_route(path, unknown_model, methods=["GET", "POST"], include_in_schema=False)
+
+def unknown_model(fleet: Fleet) -> Callable[[str], str | None]:
+    """For the 404 handler: the message for a path under /models/ whose name is not served (None otherwise)."""
+
+    def message(path: str) -> str | None:
+        if not path.startswith(MODELS_PREFIX):
+            return None
+        name = path[len(MODELS_PREFIX):].split("/", 1)[0]
+        if name in fleet.names:
+            return None
+        try:
+            fleet.get(name)
+        except ApiError as exc:
+            return exc.message
+        return None
+
+    return message
 
 
 def fast_routes(app: FastAPI, fleet: Fleet) -> dict[str, tuple[type, Callable[[Any], Any], Any]]:

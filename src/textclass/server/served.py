@@ -150,8 +150,13 @@ class ServedModel:
         per input with long_text "chunk" (their scores aggregated)."""
         clf = self.clf
         limit = self.window_limit
-        if options.chunk_tokens is not None and options.chunk_tokens > limit:  # the schema states this bound
+        # The bounds the schema states, checked with long_text "truncate" too (where the values are then ignored).
+        if options.chunk_tokens is not None and options.chunk_tokens > limit:
             raise ApiError(422, f"chunk_tokens must be at most the model's limit {limit}; got {options.chunk_tokens}")
+        if options.stride is not None and options.stride > self.max_stride:
+            message = (f"stride must be smaller than the longest window's {self.max_stride + 1} text tokens (the "
+                       f"model's limit {limit} less its special tokens); got {options.stride}")  # fmt: skip
+            raise ApiError(422, message)
         # Window settings only mean something with long_text "chunk"; the schema says they are ignored otherwise.
         chunk = options.long_text == "chunk"
         windows = task_step(422, chunking.windows_for, clf.tokenizer, options.long_text,
@@ -161,9 +166,15 @@ class ServedModel:
             return postprocess.apply(await self.infer(items, truncate, side), function, clf.temperature), None
         # strict=False: a text the tokenizer gives no tokens is scored as truncation scores it (special tokens only);
         # which characters have no token is the tokenizer's business, and no schema can say it.
-        plan = await off_loop(sum(map(len_chars, items)), task_step, 422, windows.plan, items, False)
+        plan = await off_loop(sum(map(len_chars, items)), self._plan, windows, items)
         scores = postprocess.apply(await self.infer(items, truncate, side, plan.encoded), function, clf.temperature)
         return plan.combine(scores), plan.counts
+
+    def _plan(self, windows: chunking.Windows, items: list[TextInput]) -> chunking.Plan:
+        # Windows cover every token of their text at least once: past the bound already, refuse before cutting.
+        if all(isinstance(item, str) for item in items):
+            self.check_tokens(sum(len(e.ids) for e in self.clf.tokenizer.encodings(list(items), False)))
+        return task_step(422, windows.plan, items, False)
 
 
 def _accepts(check: object, config: object) -> bool:
