@@ -1,7 +1,8 @@
 """schemathesis hooks for tests/test_contract.py: drop generated bodies whose validity depends on the served model
 or on two fields together, which a static OpenAPI schema cannot state (each rule is in the field's description):
 
-- /explain `target` must be one of the model's labels (GET /info lists them);
+- /explain `target` must be one of the model's labels (GET /info lists them), and integrated gradients takes
+  baseline pad or mask (delete is occlusion's);
 - with long_text "chunk": `stride` below the text tokens of the window `chunk_tokens` asks for (the schema states
   the bound of the longest window), and single texts only (a TEI pair, alone or in a batch, is refused).
 
@@ -40,5 +41,7 @@ def filter_body(context, body) -> bool:
     if not isinstance(body, dict):
         return True
     if "target" in body and body["target"] is not None and body["target"] not in LABELS:
+        return False
+    if body.get("method") == "integrated_gradients" and body.get("baseline") == "delete":
         return False
     return _chunk_options_fit(body.get("parameters", body), body.get("inputs"))
