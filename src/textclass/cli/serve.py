@@ -42,6 +42,9 @@ def serve(
             min=1,
         ),
     ] = DEFAULT_MAX_REQUEST_TOKENS,
+    max_rerank_documents: Annotated[
+        int, typer.Option(help="Documents one rerank request to /v2/rerank or /v1/rerank may send (more: 413).", min=1)
+    ] = 1000,
     payload_limit: Annotated[int, typer.Option(help="Request body limit in bytes (more: 413).", min=1)] = 2_000_000,
     max_concurrent_requests: Annotated[
         int, typer.Option(help="Requests handled at once per model (more: 429 with Retry-After).", min=1)
@@ -82,6 +85,7 @@ def serve(
             max_batch_tokens=max_batch_tokens,
             max_client_batch_size=max_client_batch_size,
             max_request_tokens=max_request_tokens,
+            max_rerank_documents=max_rerank_documents,
             payload_limit=payload_limit,
             max_concurrent_requests=max_concurrent_requests,
             request_timeout=request_timeout,

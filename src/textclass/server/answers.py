@@ -85,6 +85,7 @@ async def rerank_answer(model: ServedModel, body: RerankRequest) -> Answer:
     task_step(424, require_cross_encoder, model.clf.config)
     truncate = True if body.truncate is None else body.truncate
     logits = await model.infer(rerank_pairs(body.query, body.texts), truncate, body.truncation_direction)
+    model.predictions.observe_logits(logits)
     return rank_texts(logits, body.texts, None, body.return_text, body.raw_scores), timing(started)
 
 

@@ -18,14 +18,16 @@ from fastapi.staticfiles import StaticFiles
 
 from textclass import __version__
 from textclass.classifier import Classifier
+from textclass.server import cohere, oip
 from textclass.server.errors import add_error_handlers, documented
 from textclass.server.fastpath import FastPath
 from textclass.server.fleet import Fleet
 from textclass.server.guard import Guard
+from textclass.server.lookup import ServedModels
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.openapi import fleet_schema
-from textclass.server.routes import add_fleet_routes, fast_routes, not_ready, unknown_model
+from textclass.server.routes import add_fleet_routes, answer, fast_routes, not_ready, unknown_model
 from textclass.server.schemas import ClassifierModel, Info, ModelSummary
 from textclass.server.served import ServedModel
 from textclass.server.settings import ServerSettings
@@ -110,10 +112,17 @@ def create_app(models: Classifier | Mapping[str, Classifier], settings: ServerSe
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
     add_docs(app)
-    app.openapi = fleet_schema(app, fleet)
+    # The serving protocols: Cohere/Jina rerank (the `model` field picks one) and KServe's Open Inference Protocol.
+    models = ServedModels(list(fleet))
+    reranking = cohere.rerank_routes(models, settings.max_rerank_documents)
+    cohere.declare(app, reranking, answer)
+    oip.add_oip_routes(app, models, settings.max_client_batch_size)
+    app.openapi = oip.openapi_with_oip(app, models, fleet_schema(app, fleet))
+    declared = {route.path: route for route in app.routes if "POST" in getattr(route, "methods", ())}
+    fast = {**fast_routes(app, fleet), **{path: (*pair, declared[path]) for path, pair in reranking.items()}}
     # Added last-to-first: the Gatekeeper is outermost (key, body size, metrics, access log), then the Guard
     # (deadline, drain, JSON 500), then the fast path.
-    app.add_middleware(FastPath, routes=fast_routes(app, fleet))
+    app.add_middleware(FastPath, routes=fast)
     app.add_middleware(_Remember, into=guard, request_timeout=settings.request_timeout,
                        graceful_timeout=settings.graceful_timeout)  # fmt: skip
     app.add_middleware(Gatekeeper, metrics=metrics, payload_limit=settings.payload_limit, api_key=settings.api_key,

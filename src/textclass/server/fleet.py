@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 
 from textclass.classifier import Classifier
 from textclass.server.errors import ApiError
+from textclass.server.label_metrics import LabelCounts, PredictionCollector
 from textclass.server.metrics import ServerMetrics
 from textclass.server.served import Limits, ServedModel
 from textclass.server.settings import MODEL_NAME, ServerSettings, model_name
@@ -36,8 +37,11 @@ class Fleet:
             named = {segment_name(model_id): (model_id, classifiers)}
         else:
             named = {name: (name, clf) for name, clf in classifiers.items()}
-        return cls([ServedModel(name, model_id, clf, limits, metrics.for_model(name))
-                    for name, (model_id, clf) in named.items()])  # fmt: skip
+        counts = PredictionCollector(metrics.registry)  # per model and label, rendered when /metrics is scraped
+        return cls([
+            ServedModel(name, model_id, clf, limits, metrics.for_model(name), counts.add(LabelCounts(name, clf)))
+            for name, (model_id, clf) in named.items()
+        ])
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models.values())

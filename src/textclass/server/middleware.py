@@ -18,7 +18,8 @@ from textclass.server.errors import error_body, send_json
 from textclass.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("textclass.access")
-OPEN_PATHS = ("/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui")
+# Probes and docs answer without the key: a Kubernetes probe sends none (OIP's /v2/health/* too).
+OPEN_PATHS = ("/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui", "/v2/health/live", "/v2/health/ready")
 
 
 def is_open(path: str) -> bool:

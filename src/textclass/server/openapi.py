@@ -3,7 +3,8 @@
 The request models are static; what depends on a model is written into the schema here, per model:
 - the labels /explain may target, the longest window long_text "chunk" takes (chunk_tokens) and the largest stride
   any window admits;
-- the operations a model cannot do are left out: /rerank without a one-output cross-encoder, and zero-shot's
+- the operations a model cannot do are left out: /rerank without a one-output cross-encoder (/v1 and /v2/rerank
+  when no model served is one), and zero-shot's
   parameters on POST / without an NLI model (the routes still answer 424 there, as TEI does, but a client reading
   the schema is not told it can ask).
 The default model's operations (the root and its own /models/NAME/) use the plain component names; every other
@@ -22,6 +23,7 @@ from textclass.server.served import ServedModel
 
 ZERO_SHOT_FIELDS = ("candidate_labels", "multi_label", "hypothesis_template")
 REF = "#/components/schemas/"
+RERANK_PROTOCOL_PATHS = ("/v1/rerank", "/v2/rerank")
 
 
 def fleet_schema(app: FastAPI, fleet: Fleet) -> Any:
@@ -33,6 +35,9 @@ def fleet_schema(app: FastAPI, fleet: Fleet) -> Any:
             schema = base()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             originals, made = copy.deepcopy(components), set()
+            if not any(model.can_rerank for model in fleet):  # Cohere's and Jina's shapes pick a model by name
+                for path in RERANK_PROTOCOL_PATHS:
+                    schema.get("paths", {}).pop(path, None)
             for path in list(schema.get("paths", {})):
                 model = _model_of(path, fleet)
                 if model is None:

@@ -40,6 +40,8 @@ _SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u30
 _WHOLE = BeforeValidator(_whole)
 Integer = Annotated[int, _WHOLE]
 PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
+NonNegativeInteger = Annotated[int, Field(ge=0), _WHOLE]
+NonEmpty = Annotated[list[str], Field(min_length=1)]
 WordText = Annotated[str, Field(pattern=r"\w")]  # holds a word character, so every tokenizer gives it a token
 # What tokenizers can decode: u32 ids (larger or negative ones cannot be passed to it).
 TokenId = Annotated[int, Field(ge=0, le=2**32 - 1), _WHOLE]

@@ -16,9 +16,10 @@ import numpy as np
 from textclass import postprocess
 from textclass.checkpoint.tokenizer import Encoded, TextInput
 from textclass.classifier import Classifier
-from textclass.errors import InputError
+from textclass.errors import InputError, LimitError
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
 from textclass.server.errors import ApiError
+from textclass.server.label_metrics import LabelCounts
 from textclass.server.metrics import ModelMetrics
 from textclass.server.schemas import LongTextOptions
 from textclass.server.threads import in_thread
@@ -51,6 +52,7 @@ class ServedModel:
     clf: Classifier
     limits: Limits
     metrics: ModelMetrics
+    predictions: LabelCounts  # what the model answers, per label (/metrics: textclass_predictions)
     batcher: Batcher = field(init=False)
     ready: bool = False
     in_flight: int = 0
@@ -126,7 +128,7 @@ class ServedModel:
         self.metrics.in_flight.inc()
         try:
             if encoded is None:
-                encoded = await off_loop(sum(map(len_chars, items)), self._encode, items, truncate, side)
+                encoded = await self.encode(items, truncate, side)
             self.check_tokens(sum(map(len, encoded)))
             return await self.batcher.infer(encoded)
         except BatchFailed as exc:
@@ -136,6 +138,10 @@ class ServedModel:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
+
+    async def encode(self, items: Sequence[TextInput], truncate: bool, side: str) -> list[Encoded]:
+        """The model's rows for these inputs, tokenized off the event loop when they are long."""
+        return await off_loop(sum(map(len_chars, items)), self._encode, items, truncate, side)
 
     def _encode(self, items: Sequence[TextInput], truncate: bool, side: str) -> list[Encoded]:
         try:
@@ -162,19 +168,32 @@ class ServedModel:
         windows = task_step(422, chunking.windows_for, clf.tokenizer, options.long_text,
                             options.chunk_tokens if chunk else None, options.stride if chunk else None,
                             options.aggregate)  # fmt: skip
+        counted = self.predictions.function  # the model's default scores are what the prediction counts tally
         if windows is None:
-            return postprocess.apply(await self.infer(items, truncate, side), function, clf.temperature), None
+            logits = await self.infer(items, truncate, side)
+            scores = postprocess.apply(logits, function, clf.temperature)
+            default = scores if function == counted else postprocess.apply(logits, counted, clf.temperature)
+            self.predictions.observe(default)
+            return scores, None
         # strict=False: a text the tokenizer gives no tokens is scored as truncation scores it (special tokens only);
         # which characters have no token is the tokenizer's business, and no schema can say it.
         plan = await off_loop(sum(map(len_chars, items)), self._plan, windows, items)
-        scores = postprocess.apply(await self.infer(items, truncate, side, plan.encoded), function, clf.temperature)
-        return plan.combine(scores), plan.counts
+        logits = await self.infer(items, truncate, side, plan.encoded)
+        self.predictions.observe(plan.combine(postprocess.apply(logits, counted, clf.temperature)))
+        return plan.combine(postprocess.apply(logits, function, clf.temperature)), plan.counts
 
     def _plan(self, windows: chunking.Windows, items: list[TextInput]) -> chunking.Plan:
-        # Windows cover every token of their text at least once: past the bound already, refuse before cutting.
-        if all(isinstance(item, str) for item in items):
-            self.check_tokens(sum(len(e.ids) for e in self.clf.tokenizer.encodings(list(items), False)))
-        return task_step(422, windows.plan, items, False)
+        """The windows of these texts, cut (in linear time) no further than the token bound could admit: a window
+        holds at least one text token besides its special tokens. `infer` then checks their exact token count."""
+        most = self.limits.max_request_tokens // (windows.chunk_tokens - windows.content + 1)
+        try:
+            return windows.plan(items, strict=False, max_windows=max(most, len(items)))
+        except LimitError as exc:
+            limit = self.limits.max_request_tokens
+            raise ApiError(413, f"this request's windows need more than {limit:,} tokens of model work, the most "
+                                "allowed per request (--max-request-tokens); send fewer or shorter texts") from exc
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from exc
 
 
 def _accepts(check: object, config: object) -> bool:

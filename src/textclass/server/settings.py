@@ -39,6 +39,7 @@ class ServerSettings:
     max_batch_tokens: int | None = None
     max_client_batch_size: int = 32  # texts one request may send
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS  # tokens of model work one request may ask for
+    max_rerank_documents: int = 1000  # documents one Cohere/Jina rerank request may send (/v1, /v2/rerank)
     payload_limit: int = 2_000_000  # request body bytes
     max_concurrent_requests: int = 512  # classification requests admitted at once (per model); more get 429
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT  # seconds one request may take; then 503
