@@ -1,5 +1,5 @@
-"""A 100,000-word document over HTTP: a server stopped with it in flight exits within --graceful-timeout plus 5 s,
-answering it JSON 503."""
+"""A 100,000-word document over HTTP: refused at once by the default token bound, answered in seconds when the bound
+admits it, and a server stopped with it in flight exits within --graceful-timeout plus 5 s, answering it JSON 503."""
 
 from __future__ import annotations
 
@@ -21,6 +21,28 @@ CHUNKED = {"inputs": HUGE, "parameters": {"long_text": "chunk", "aggregate": "ma
 @pytest.fixture(scope="module")
 def tiny(tiny_checkpoints):
     return tiny_checkpoints["bert"][0]  # 64-token windows: a 100k-word text is thousands of them
+
+
+def test_a_100k_word_request_is_refused_at_once_by_default_and_answered_in_seconds_when_admitted(tiny, tmp_path):
+    default = LiveServer(tiny, tmp_path / "default.log")
+    admitted = LiveServer(tiny, tmp_path / "admitted.log", "--max-request-tokens", "2000000")
+    try:
+        default.wait_healthy(), admitted.wait_healthy()
+        started = time.perf_counter()
+        refused = default.http.post("/", json=CHUNKED)
+        refused_in = time.perf_counter() - started
+        started = time.perf_counter()
+        answered = admitted.http.post("/", json=CHUNKED)
+        answered_in = time.perf_counter() - started
+    finally:
+        codes = default.stop(), admitted.stop()
+    assert refused.status_code == 413 and "65,536" in refused.json()["error"], refused.text
+    assert refused_in < 5, refused_in
+    assert answered.status_code == 200, answered.text
+    windows = answered.json()[0][0]["windows"]
+    assert windows > 1000  # every window of the text was scored
+    assert answered_in < 30, f"{answered_in:.1f} s for {windows} windows"
+    assert codes == (0, 0)
 
 
 def test_sigterm_with_a_long_request_in_flight_exits_within_the_grace_period(tiny, tmp_path):

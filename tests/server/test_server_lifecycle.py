@@ -247,7 +247,8 @@ def in_flight(server: LiveServer) -> float:
 
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests_and_exits_0(minilm_classifier, tmp_path):
-    server = LiveServer(minilm_classifier, tmp_path / "server.log").wait_healthy()
+    # A grace period ample for these requests on two loaded CPUs: they must all be answered, not cut off.
+    server = LiveServer(minilm_classifier, tmp_path / "server.log", "--graceful-timeout", "60").wait_healthy()
     texts = [" ".join(CORPUS[i : i + 6]) for i in range(8)]  # ~100 tokens each: ~1 s of MiniLM work in all
     responses: dict[int, httpx.Response] = {}
 

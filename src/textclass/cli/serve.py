@@ -66,10 +66,28 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="One JSON line per request on stderr (a proxy's log may already have them).")
     ] = True,
+    engine: Annotated[
+        str, typer.Option(help="local: one process; ray: a Ray Serve deployment of the same app (textclass[ray]).")
+    ] = "local",
+    replicas: Annotated[int, typer.Option(help="Ray: replicas, each loading the models once.", min=1)] = 1,
+    autoscale: Annotated[
+        str | None, typer.Option(help="Ray: MIN:MAX replicas, scaled on --target-ongoing-requests per replica.")
+    ] = None,
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="Ray autoscaling: requests queued or running per replica to aim for.", min=0.1)
+    ] = 32.0,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray: join the cluster at auto or HOST:PORT (default: start a local one on 127.0.0.1)."),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option(help="Ray: print a Serve config for `serve deploy` (KubeRay) and exit.")
+    ] = False,
 ) -> None:
     """Serve classifiers over HTTP: TEI's /predict, InferenceClient's POST /, /health, /metrics, /ui."""
     from textclass.errors import TextclassError
     from textclass.server.run import serve as run_server
+    from textclass.server.run import serve_ray as run_ray
     from textclass.server.settings import ServerSettings, parse_model_specs
 
     try:
@@ -96,6 +114,21 @@ def serve(
             backend=backend,
             access_log=access_log,
         )
-        run_server(settings)
+        if engine not in ("local", "ray"):
+            raise TextclassError(f"--engine must be local or ray; got {engine!r}")
+        if engine == "local":
+            if autoscale or address or print_config or replicas != 1:
+                raise TextclassError("--replicas, --autoscale, --address and --print-config need --engine ray")
+            run_server(settings)
+            return
+        from textclass.server import ray_serve
+
+        ray_settings = ray_serve.RaySettings(replicas=replicas, target_ongoing_requests=target_ongoing_requests,
+                                             autoscale=ray_serve.parse_autoscale(autoscale) if autoscale else None,
+                                             address=address)  # fmt: skip
+        if print_config:
+            typer.echo(ray_serve.print_config(settings, ray_settings))
+            return
+        run_ray(settings, ray_settings)
     except TextclassError as exc:
         fail(str(exc))

@@ -10,13 +10,10 @@ import queue
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textclass.errors import TextclassError
 from textclass.server.settings import ServerSettings
-
-if TYPE_CHECKING:
-    from textclass.classifier import Classifier
 
 log = logging.getLogger("textclass.server")
 
@@ -96,40 +93,24 @@ def serve(settings: ServerSettings) -> None:
         listener.stop()
 
 
-def load_models(settings: ServerSettings) -> Classifier | dict[str, Classifier]:
-    """The classifier(s) to serve, each loaded once and checked (a bare encoder without a head fails here, with its
-    message, not at the first request). One that fails stops the start-up, named, before anything listens."""
-    from textclass.classifier import Classifier
-    from textclass.server.settings import model_name
+def serve_ray(settings: ServerSettings, ray_settings: object) -> None:
+    """`--engine ray`: the same app as a Ray Serve deployment (ray_serve.py), logged as the local server logs."""
+    from textclass.server.ray_serve import serve_on_ray
 
-    specs = settings.models or ((None, settings.model),)
-    loaded: dict[str | None, Classifier] = {}
-    for name, source in specs:
-        started = time.perf_counter()
-        try:
-            clf = Classifier.from_pretrained(
-                source, device=settings.device, dtype=settings.dtype, backend=settings.backend,
-                max_batch_tokens=settings.max_batch_tokens,
-            )  # fmt: skip
-            clf.run([])
-        except TextclassError as exc:
-            if name is None:
-                raise
-            raise TextclassError(f"model {name!r} ({source}) did not load: {exc}") from exc
-        loaded[name] = clf
-        log.info(json.dumps({
-            "event": "model_loaded", "name": name, "model_id": name or settings.model_id or model_name(clf.folder),
-            "folder": str(clf.folder), "family": clf.config.family, "labels": list(clf.labels), "device": clf.device,
-            "precision": clf.precision, "max_batch_tokens": clf.max_batch_tokens,
-            "max_input_length": clf.tokenizer.model_max_length, "seconds": round(time.perf_counter() - started, 2),
-        }))  # fmt: skip
-    return loaded[None] if None in loaded else {str(name): clf for name, clf in loaded.items()}
+    listener = configure_logging(access_log=settings.access_log)
+    _LISTENER[:] = [listener]
+    try:
+        log.info(json.dumps({"event": "config", "engine": "ray", **settings.public()}))
+        serve_on_ray(settings, ray_settings)  # type: ignore[arg-type]
+    finally:
+        listener.stop()
 
 
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
     from textclass.server.app import create_app
+    from textclass.server.loading import load_models
     from textclass.server.threads import lingering_threads
 
     log.info(json.dumps({"event": "config", **settings.public()}))
