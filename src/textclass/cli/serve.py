@@ -129,6 +129,7 @@ def serve(
         if print_config:
             typer.echo(ray_serve.print_config(settings, ray_settings))
             return
+        ray_serve.require_ray_serve()
         run_ray(settings, ray_settings)
     except TextclassError as exc:
         fail(str(exc))

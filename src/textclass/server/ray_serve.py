@@ -138,6 +138,7 @@ def serve_on_ray(settings: ServerSettings, ray_settings: RaySettings) -> None:
     from ray import serve
 
     connect(ray_settings.address)
+    log.info(json.dumps({"event": "config", "engine": "ray", **settings.public(), **asdict(ray_settings)}))
     try:
         serve_was_running = _serve_running()
         began = time.perf_counter()

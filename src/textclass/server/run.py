@@ -100,7 +100,6 @@ def serve_ray(settings: ServerSettings, ray_settings: object) -> None:
     listener = configure_logging(access_log=settings.access_log)
     _LISTENER[:] = [listener]
     try:
-        log.info(json.dumps({"event": "config", "engine": "ray", **settings.public()}))
         serve_on_ray(settings, ray_settings)  # type: ignore[arg-type]
     finally:
         listener.stop()
