@@ -147,7 +147,9 @@ def test_two_replicas_answer_survive_a_sigkill_and_stop_clean(tiny_checkpoints, 
         def client() -> None:
             while not stop.is_set():
                 try:
-                    outcomes.append((time.monotonic(), http.post("/predict", json={"inputs": CORPUS[0]}).status_code))
+                    response = http.post("/predict", json={"inputs": CORPUS[0]})
+                    outcomes.append((time.monotonic(), response.status_code if response.status_code == 200 else
+                                     f"{response.status_code} {response.text[:200]}"))  # fmt: skip
                 except httpx.HTTPError as exc:
                     outcomes.append((time.monotonic(), type(exc).__name__))
 
@@ -164,7 +166,7 @@ def test_two_replicas_answer_survive_a_sigkill_and_stop_clean(tiny_checkpoints, 
             thread.join(60)
         failed = [(round(t - killed, 2), what) for t, what in outcomes if what != 200]
         print(f"replica SIGKILL: {len(outcomes)} requests, {len(failed)} not answered 200: {failed}")
-        assert all(t < 3 for t, _ in failed), failed
+        assert all(0 <= t < 3 for t, _ in failed), failed  # only around the kill
         assert [what for t, what in outcomes if t > killed + 3] and all(
             what == 200 for t, what in outcomes if t > killed + 3
         )
