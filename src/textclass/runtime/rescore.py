@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from textclass import postprocess
 from textclass.runtime.batching import Batch, regroup
+from textclass.runtime.engine import Rescored
 
 if TYPE_CHECKING:
     from textclass.runtime.onnx_engine import OnnxEngine
@@ -38,8 +39,9 @@ log = logging.getLogger("textclass")
 
 
 def near_ties(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
-    """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring)."""
-    probs = postprocess.apply(logits / temperature, function)
+    """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring), judged on
+    the scores the model reports (postprocess.apply: its temperature, then its function)."""
+    probs = postprocess.apply(logits, function, temperature)
     if function == "softmax" and probs.shape[1] > 1:
         top2 = np.sort(probs, axis=1)[:, -2:]
         return np.flatnonzero(top2[:, 1] - top2[:, 0] <= MARGIN)
@@ -50,15 +52,22 @@ class RescoringEngine:
     """Per-row int8 (`fast`) whose near ties `exact` (fp32, opened when first needed) scores again."""
 
     backend = "onnx"
-    reason = ""
+    model = None  # no torch module
 
     def __init__(
-        self, fast: OnnxEngine, exact: Callable[[], OnnxEngine], function: str, temperature: float, pad_token_id: int
+        self,
+        fast: OnnxEngine,
+        exact: Callable[[], OnnxEngine],
+        function: str,
+        temperature: float,
+        pad_token_id: int,
+        reason: str = "",
     ):
         self.fast, self._open_exact, self._exact = fast, exact, None
         self.function, self.temperature, self.pad_token_id = function, temperature, pad_token_id
+        self.reason = reason
         self.uses_token_types = fast.uses_token_types
-        self.scored = self.rescored = 0  # texts seen, and how many of them fp32 scored again
+        self.rescored = Rescored()  # texts seen, and how many of them fp32 scored again
         self._failed = False  # the fp32 engine could not be opened
         self._lock = threading.Lock()
 
@@ -70,22 +79,20 @@ class RescoringEngine:
         return next(self.map([batch]))
 
     def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
-        from textclass.runtime.engine import run_batches
-
-        logits = list(run_batches(self.fast, batches))
+        logits = list(self.fast.map(batches))
         picks = [(i, int(row)) for i, out in enumerate(logits)
                  for row in near_ties(out, self.function, self.temperature)]  # fmt: skip
         exact = self.exact if picks else None
         if exact is not None:  # the near ties of all batches, batched afresh: a few rows a batch would run slowly
             budget = max(batch.input_ids.size for batch in batches)
             groups = list(regroup(batches, picks, budget, self.pad_token_id))
-            for (group, _), again in zip(groups, run_batches(exact, [batch for _, batch in groups])):
+            for (group, _), again in zip(groups, exact.map([batch for _, batch in groups])):
                 for position, row_logits in zip(group, again):
                     i, row = picks[position]
                     logits[i][row] = row_logits
         with self._lock:
-            self.scored += sum(len(batch.indices) for batch in batches)
-            self.rescored += len(picks) if exact is not None else 0
+            self.rescored.texts += sum(len(batch.indices) for batch in batches)
+            self.rescored.again += len(picks) if exact is not None else 0
         return iter(logits)
 
     @property
@@ -100,8 +107,3 @@ class RescoringEngine:
                     self._failed = True
                     log.warning("textclass: near ties keep their int8 answers: no fp32 engine (%s)", exc)
             return self._exact
-
-    def __getattr__(self, name: str) -> Any:  # path, threads, session...: the int8 engine's
-        if name == "fast":  # not set yet (a copy, an unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.fast, name)

@@ -145,9 +145,9 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
                             options.chunk_tokens if chunk else None, options.stride if chunk else None,
                             options.aggregate)  # fmt: skip
         if windows is None:
-            return postprocess.apply(await classify(items, truncate, side), function, clf.temperature), None
+            return clf.scores(await classify(items, truncate, side), function), None
         plan = await off_loop(sum(map(len_chars, items)), task_step, 422, windows.plan, items)
-        scores = postprocess.apply(await classify(items, truncate, side, plan.encoded), function, clf.temperature)
+        scores = clf.scores(await classify(items, truncate, side, plan.encoded), function)
         return plan.combine(scores), plan.counts
 
     async def classify_answer(body: ClassifyRequest) -> tuple[Any, dict[str, str]]:

@@ -43,7 +43,7 @@ def explainer(clf: Classifier, classify: Classify, max_inputs: int) -> Callable[
                 rows, counts = explain.occlusion_inputs(
                     items, options.unit, explain.replacement_id(clf.tokenizer, options.baseline)
                 )
-                scores = explain.scores_of(clf, await classify(texts, True, "right", rows))
+                scores = clf.scores(await classify(texts, True, "right", rows))
                 results = explain.occlusion_results(items, options.unit, scores, counts, clf.labels, body.target)
             else:
                 if not lane:
