@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
-# CPU: a batch's activations stay in cache (1024 ran 0-10% faster than 2048 on MiniLM and DistilBERT shapes,
-# fp32 and int8, 2-CPU AMD EPYC; 512 no faster).
+# CPU: a batch's activations stay in cache (1024 beat 2048 and 512 no faster: docs/performance.md).
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 

@@ -5,9 +5,9 @@ int8 plan), ONNX Runtime's version, config.json's bytes, and each weight file's 
 a hash of the weights). Its folder, `<cache>/onnx/<checkpoint>-<mode>-<key[:16]>/`, holds:
 - `model.onnx` + `model.onnx.data`: the graph ONNX Runtime opens. For a built artefact, the artefact itself (fused,
   weights in the side file, which ONNX Runtime maps: a session opens as fast as from ONNX Runtime's own saved
-  optimized graph, so no second copy is kept). For a graph a bundled model ships (model.fp32.onnx, reading the
-  shipped safetensors), ONNX Runtime's optimized form of it: the links to fp16 weights folded to fp32 once, not
-  at every start (0.15-0.3 s);
+  optimized graph (docs/performance.md, "Cold start"), so no second copy is kept). For a graph a bundled model
+  ships (model.fp32.onnx, reading the shipped safetensors), ONNX Runtime's optimized form of it: the links to
+  fp16 weights folded to fp32 once, not at every start;
 - `entry.json`: what it was made from (the checkpoint folder, the key's inputs) and each file's size; its mtime
   says when it was last used.
 The folder is built under a temporary name and renamed whole, so a reader sees a complete entry or none; a file

@@ -8,9 +8,9 @@ measured on this project's CPU decides the recipe:
   graph ORT's optimizer fuses into Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization;
   graph.py builds that same graph from config.json and the weights, and it fuses the same way;
 - int8 is quantize.py's rewrite of that fused graph, not ONNX Runtime's `quantize_dynamic`: that one scales
-  activations per batch, so a text's scores moved with its neighbours (up to 0.28 in probability);
+  activations per batch, so a text's scores moved with its neighbours;
 - the weights go to a side file (`<name>.data`, ONNX external data), which ONNX Runtime maps instead of parsing
-  out of the protobuf: a session opens ~4x faster (bundled model fp32: 25 ms instead of 90-100 ms);
+  out of the protobuf: a session opens several times faster (docs/performance.md, "Cold start");
 - `link` (fp32, a graph shipped beside its checkpoint, like the bundled model's) points the weights into the
   checkpoint's safetensors files instead (link.py). Build time only: what the CPU runs is decided in runtime/,
   which passes the int8 plan and the calibration feeds in.

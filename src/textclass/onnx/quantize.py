@@ -1,7 +1,7 @@
 """Int8 whose answer for a text does not depend on its batch: per-row activation scales, per-channel weights.
 
 ONNX Runtime's dynamic quantization (`quantize_dynamic`) picks one activation scale per tensor, i.e. per batch,
-so a text's scores move with its neighbours (up to 0.28 in probability on the bundled model). Here every MatMul
+so a text's scores move with its neighbours (docs/performance.md measures how far). Here every MatMul
 with a constant weight in the fp32 graph (export.py) becomes
 
     x'    = x / s                                        # s: (in,) per-channel smoothing, fixed at export
@@ -15,18 +15,17 @@ GELU, softmax and the classification head stay fp32 (the head sees one row per t
 error would land straight on the logits). Embeddings stay fp32 (a lookup). The input is the fused fp32 graph as
 export.py builds it, weights inside (never a graph linked to a checkpoint's files: onnx/link.py is for shipping).
 
-What decided this (bundled model against exact fp32 on SST-2 dev halves; AMD EPYC, AVX2 without VNNI):
-- uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran 4x slower). Without VNNI its
-  kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and 8-bit
-  weights (relative error 0.3 on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and
-  run 1.5x fp32 on one core, but miss the contract: p99 |Δp| 0.063-0.10, labels flipped at 0.75. So 8 bits
-  and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights are stored as uint8 around
-  128 for MLAS's u8·u8 kernel (16-bit products, no overflow; 1.25-1.4x fp32 on one core). cpu.int8_plan picks.
-- A few residual channels reach 15x the others (channel 99 of the bundled model: 28 where most stay under 2),
-  and a row's scale follows its largest value: the other channels kept 3-4 bits. Dividing each input channel by
-  s = sqrt(its typical max / its weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5)
-  evens them out: p99 0.049 -> 0.035, mean 0.0033 -> 0.0021. The typical max is measured at export on
-  calibration.py's sentences (random token ids gave p99 0.064; held-out SST-2 phrases 0.044; those 0.032-0.035).
+What decided this (bundled model against exact fp32 on SST-2 dev halves; the figures are in docs/performance.md,
+"The CPU default and its accuracy contract"):
+- uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran several times slower). Without
+  VNNI its kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and
+  8-bit weights (on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and run faster, but
+  miss the contract. So 8 bits and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights
+  are stored as uint8 around 128 for MLAS's u8·u8 kernel (16-bit products, no overflow). cpu.int8_plan picks.
+- A few residual channels are an order of magnitude larger than the others, and a row's scale follows its
+  largest value: the other channels kept 3-4 bits. Dividing each input channel by s = sqrt(its typical max / its
+  weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5) evens them out. The typical max is
+  measured at export on calibration.py's sentences (which beat random token ids and held-out SST-2 phrases).
 - A GELU's output is ≥ -0.17: shifted by +0.171 it is quantized unsigned over [0, max], which doubles the
   resolution of a symmetric range; the shift comes off again as a constant bias, -0.171·Σₖ W[k, n].
 - The row scale is MatMulIntegerToFloat's A scale (it broadcasts (batch, seq, 1)): no extra pass over the

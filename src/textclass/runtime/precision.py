@@ -95,7 +95,7 @@ def pick_precision(
     it may fall back); torch bf16 on a GPU; torch fp32 without onnxruntime; else the CPU's default (cpu.default_mode:
     per-row int8 where the instruction set runs it faster than fp32 within the accuracy contract, near ties scored
     again in fp32; else ONNX Runtime fp32). Pins apply on CPU only; a bf16 pin on a CPU that would emulate bf16
-    (~6x slower than fp32) is skipped with a warning, and bf16 asked for by name there runs with one.
+    (several times slower than fp32) is skipped with a warning, and bf16 asked for by name there runs with one.
     """
     request = Request(device, _dtype_name(dtype), _backend_name(backend), preferred,
                       importlib.util.find_spec("onnxruntime") is not None)  # fmt: skip

@@ -3,15 +3,14 @@
 
 Per-row int8 (quantize.py) moves a text's logits a little, whatever the text. Where the model is sure, that
 hardly moves its probabilities; near a tie the same change moves them most (dp/dlogit = p(1 - p)) and can flip the
-label. On texts with many near ties, int8 alone misses the accuracy contract (contract.py) where bf16 keeps it:
-2,000 mixed-sentiment sentences (bench/common.py: contrast_texts), bundled model, agreement 99.05%, mean |Δp|
-0.0068, p99 0.080. So every text whose int8 answer is near a tie is run again in fp32, and fp32's logits are its
-answer:
+label. On texts with many near ties (bench/common.py: contrast_texts, mixed-sentiment sentences), int8 alone
+misses the accuracy contract (contract.py) where bf16 keeps it. So every text whose int8 answer is near a tie is
+run again in fp32, and fp32's logits are its answer:
 - exclusive labels (softmax): the top probability is at most MARGIN above the runner-up;
 - independent labels (sigmoid): some label lies within MARGIN / 2 of 0.5.
 MARGIN = 0.5 (for two labels: top probability ≤ 0.75) is the smallest of 0.3-0.8 that kept the contract with a
-20% margin on those sentences (docs/performance.md): 10.3% of them scored again, agreement 100%, mean |Δp| 0.0031,
-p99 0.037. On texts where the model is sure, next to nothing runs twice.
+20% margin on those sentences; the figures are in docs/performance.md ("Near ties scored again in fp32"). On
+texts where the model is sure, next to nothing runs twice.
 
 A text's way is decided by its own int8 output, and both engines score rows independently of their neighbours,
 so the answer still does not depend on the batch. The fp32 engine opens on the first near tie. Raw scores
