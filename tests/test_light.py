@@ -77,6 +77,13 @@ def test_torch_modes_name_the_extra(tiny_bert, tmp_path):
     done = run_python(f"from textclass import Classifier; Classifier.from_pretrained({folder!r}, dtype='bfloat16')",
                       tmp_path)  # fmt: skip
     assert done.returncode == 1 and "MissingExtra: dtype bfloat16 on the torch backend needs PyTorch" in done.stderr
+    # Integrated gradients are torch's: the CLI says so in one line, the Python API raises MissingExtra.
+    one_line_error(textclass(tmp_path, "explain", "a fine film", "--model", folder, "--method",
+                             "integrated_gradients"), "explaining with integrated gradients needs PyTorch",
+                   "pip install 'textclass[torch]'")  # fmt: skip
+    done = run_python(f"from textclass import Classifier; Classifier.from_pretrained({folder!r}).explain('a fine "
+                      "film', method='integrated_gradients')", tmp_path)  # fmt: skip
+    assert done.returncode == 1 and "MissingExtra: explaining with integrated gradients needs PyTorch" in done.stderr
 
 
 def test_pytorch_bin_names_the_extra(tiny_bert, tmp_path):

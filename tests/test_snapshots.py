@@ -54,6 +54,10 @@ def test_matches_snapshot(snapshot, tmp_path):
         np.testing.assert_allclose(logits, expected["logits"], atol=1e-4, rtol=0)
         alone = np.concatenate([clf.logits([item]) for item in inputs])  # unpadded, one at a time
         np.testing.assert_allclose(alone, expected["logits"], atol=1e-4, rtol=0)
+        # An empty text is an error for clf() (one rule everywhere); logits() above still score it as the pipeline.
+        kept = [i for i, item in enumerate(inputs) if all(p.strip() for p in ([item] if kind == "texts" else item))]
+        inputs = [inputs[i] for i in kept]
+        expected = {key: [expected[key][i] for i in kept] for key in ("pipeline", "logits")}
         if clf.temperature == 1.0:  # the pipeline knows no calibration temperature
             got = clf(inputs, top_k=None)
             for rows, want in zip(got, expected["pipeline"]):

@@ -19,7 +19,7 @@ from textclass.models.config import EncoderConfig
 from textclass.runtime.batching import make_batches
 from textclass.runtime.engine import Engine
 from textclass.tasks import chunking, explain, rerank, zero_shot
-from textclass.tasks.inputs import normalise_inputs
+from textclass.tasks.inputs import normalise_inputs, require_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -176,14 +176,19 @@ class Classifier:
         chunk_tokens: int | None = None,
         stride: int | None = None,
         aggregate: str = "mean",
+        max_windows: int | None = None,
     ) -> list[Any] | dict[str, Any]:
         """Labels and scores shaped exactly like `transformers.pipeline("text-classification")`.
 
         long_text="chunk" scores a text past the model's limit as windows of chunk_tokens tokens (default: the
         limit) sharing up to `stride` tokens, aggregated by "mean", "max" or "first"; each result then says how
         many windows it used ("windows"). See chunking.py. "truncate" (the default) answers as the pipeline.
+        max_windows bounds the work of one call: the most windows (model inputs; a truncated text is one) all
+        inputs together may take, else a LimitError before any model work (default None: no bound).
+        An empty or whitespace-only text is an InputError naming its index.
         """
         items, single = normalise_inputs(inputs)
+        require_text(items)
         windows = chunking.windows_for(self.tokenizer, long_text, chunk_tokens, stride, aggregate)
         function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
         legacy = top_k is _NOT_GIVEN
@@ -192,7 +197,9 @@ class Classifier:
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer or None (all labels); got {top_k!r}")
         self._require_head()
-        plan = None if windows is None else windows.plan(items)
+        if windows is None:
+            chunking.check_max_windows(max_windows, len(items))
+        plan = None if windows is None else windows.plan(items, max_windows=max_windows)
         if plan is None:
             logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
         else:

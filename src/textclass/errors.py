@@ -11,3 +11,11 @@ class CheckpointError(TextclassError):
 
 class InputError(TextclassError):
     """Texts or options passed to a classifier are not usable."""
+
+
+class LimitError(InputError):
+    """Input past a stated bound (windows, tokens, rows); `limit` is the bound. The server answers 413."""
+
+    def __init__(self, message: str, limit: int | None = None):
+        super().__init__(message)
+        self.limit = limit

@@ -334,11 +334,11 @@ def test_100k_row_file_streams_with_bounded_memory(tmp_path, model_dir):
 
 def test_tsv_is_read_unquoted_as_training_reads_it(tmp_path, model_dir):
     """GLUE-style TSV holds stray quotes; a field that starts with one must not swallow the rows after it."""
-    from textclass.train.data import read_rows
+    from textclass.train.data import load_dataset
 
     source = tmp_path / "in.tsv"
     source.write_text('text\tlabel\n"the movie\t1\nplain\t0\n"bye" he said\t1\nlast\t0\n', encoding="utf-8")
-    expected = [row["text"] for row in read_rows(source)]
+    expected = load_dataset(source)[0].texts
     assert expected == ['"the movie', "plain", '"bye" he said', "last"]
     job = BatchJob(str(source), str(tmp_path / "out.jsonl"), str(model_dir), "text", None, ScoreOptions(), 64)
     result = run_batch(job, show_progress=False)

@@ -34,9 +34,9 @@ def test_classify_formats(tiny_checkpoints):
     table = run("classify", "good", "bad", "--model", folder)
     assert table.exit_code == 0 and "LABEL_" in table.stdout
 
-    jsonl = run("classify", "good", "", "--model", folder, "--format", "jsonl")
+    jsonl = run("classify", "good", "fine", "--model", folder, "--format", "jsonl")
     rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
-    assert [r["text"] for r in rows] == ["good", ""]  # an empty string classifies, as in transformers
+    assert [r["text"] for r in rows] == ["good", "fine"]
     assert all(r["label"].startswith("LABEL_") and 0 < r["score"] < 1 and "scores" not in r for r in rows)
 
     every = run("classify", "good", "--model", folder, "--format", "jsonl", "--top-k", "0")
@@ -50,9 +50,12 @@ def test_classify_formats(tiny_checkpoints):
 def test_classify_from_file_and_stdin(tiny_checkpoints, tmp_path):
     folder = str(tiny_checkpoints["bert"][0])
     texts = tmp_path / "texts.txt"
-    texts.write_text("first\n\nthird\n", encoding="utf-8")
+    texts.write_text("first\n\n  \nthird\n", encoding="utf-8")
     from_file = run("classify", "--model", folder, "--input", str(texts), "--format", "jsonl")
-    assert [json.loads(x)["text"] for x in from_file.stdout.splitlines()] == ["first", "", "third"]
+    assert [json.loads(x)["text"] for x in from_file.stdout.splitlines()] == ["first", "third"]  # blank: skipped
+    assert "blank" not in from_file.stderr
+    verbose = run("classify", "--model", folder, "--input", str(texts), "--format", "jsonl", "-v")
+    assert f"{texts}: skipped 2 blank lines" in verbose.stderr.splitlines()
     piped = run("classify", "--model", folder, "--format", "jsonl", "--input", "-", stdin="one\ntwo\n")
     assert [json.loads(x)["text"] for x in piped.stdout.splitlines()] == ["one", "two"]
 
@@ -137,6 +140,8 @@ def broken(tiny_checkpoints, copy_checkpoint, tmp_path):
     latin1.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
+    blank = tmp_path / "blank.txt"
+    blank.write_bytes(b"\n  \n\t\n")
     return {
         "missing folder": (["--model", str(tmp_path / "nope"), "x"], "does not exist"),
         "no config.json": (["--model", str(no_config), "x"], "has no config.json"),
@@ -146,13 +151,17 @@ def broken(tiny_checkpoints, copy_checkpoint, tmp_path):
         "unsupported type": (["--model", str(unsupported), "x"], "'llama' is not supported"),
         "non-UTF-8 file": (["--model", str(ok), "--input", str(latin1)], "not UTF-8"),
         "empty file": (["--model", str(ok), "--input", str(empty)], "is empty"),
+        "blank lines only": (["--model", str(ok), "--input", str(blank)], "its 3 lines are blank"),
+        "empty text": (["--model", str(ok), "fine", " "], "input 1 is empty (or only whitespace)"),
+        "empty text alone": (["--model", str(ok), ""], "input 0 is empty (or only whitespace)"),
         "missing input file": (["--model", str(ok), "--input", str(tmp_path / "none.txt")], "does not exist"),
         "bad function": (["--model", str(ok), "--function", "relu", "x"], "function_to_apply"),
     }
 
 
 CASES = ["missing folder", "no config.json", "corrupt safetensors", "truncated safetensors", "missing tensor",
-         "unsupported type", "non-UTF-8 file", "empty file", "missing input file", "bad function"]  # fmt: skip
+         "unsupported type", "non-UTF-8 file", "empty file", "blank lines only", "empty text", "empty text alone",
+         "missing input file", "bad function"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)

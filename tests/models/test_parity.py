@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import CORPUS, FAMILIES
-from familykit import TEXTS, assert_same_shape_and_values, reference_logits
+from familykit import SCORED, TEXTS, assert_same_shape_and_values, reference_logits
 from textclass import Classifier
 
 
@@ -38,16 +38,16 @@ def test_pipeline_output_equal(tiny_checkpoints, family):
     clf = Classifier.from_pretrained(folder, dtype="fp32")
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     cases = [
-        (TEXTS[0], {}),
-        (TEXTS, {}),
-        (TEXTS[0], {"top_k": None}),
-        (TEXTS, {"top_k": None}),
-        (TEXTS, {"top_k": 2}),
-        (TEXTS[:3], {"top_k": 1}),
-        (TEXTS[:3], {"function_to_apply": "sigmoid"}),
-        (TEXTS[:3], {"function_to_apply": "none", "top_k": None}),
-        ({"text": TEXTS[0], "text_pair": TEXTS[1]}, {}),
-        ([{"text": TEXTS[2], "text_pair": TEXTS[3]}], {"top_k": None}),
+        (SCORED[0], {}),
+        (SCORED, {}),
+        (SCORED[0], {"top_k": None}),
+        (SCORED, {"top_k": None}),
+        (SCORED, {"top_k": 2}),
+        (SCORED[:3], {"top_k": 1}),
+        (SCORED[:3], {"function_to_apply": "sigmoid"}),
+        (SCORED[:3], {"function_to_apply": "none", "top_k": None}),
+        ({"text": SCORED[0], "text_pair": SCORED[1]}, {}),
+        ([{"text": SCORED[2], "text_pair": SCORED[3]}], {"top_k": None}),
     ]
     for inputs, kwargs in cases:
         expected = pipe(inputs, truncation=True, **kwargs)

@@ -376,7 +376,7 @@ def test_check_command_measures_the_default_on_a_file(tmp_path):
     assert "label agreement" in shown.stdout and "30 texts" in shown.stdout and "why this mode" in shown.stdout
     missing = runner.invoke(app, ["check", "--data", str(data)])
     assert missing.exit_code == 1
-    assert "has no column 'text' (--text-column); its columns are: id, review" in missing.stderr
+    assert "has no 'text' or 'sentence' column; its columns are: id, review" in missing.stderr
 
 
 @bundled

@@ -3,7 +3,10 @@ or on two fields together, which a static OpenAPI schema cannot state (each rule
 
 - /explain `target` must be one of the model's labels (GET /info lists them);
 - `chunk_tokens` at most the model's limit, `stride` below a window's text tokens, and long_text "chunk" splits
-  single texts only (TEI pairs are refused), all with long_text "chunk".
+  single texts only (TEI pairs are refused), all with long_text "chunk";
+- an OIP inference request's tensors: `shape` is [len(data)] (set here, so generated requests keep their texts),
+  `text` is there once, `text_pair` at most once and as long, and `binary_data_size` needs binary data after the
+  JSON with an Inference-Header-Content-Length header (the binary extension, tested with tritonclient instead).
 
 Everything else the server checks is in the schema, and schemathesis holds the server to it.
 """
@@ -38,3 +41,36 @@ def filter_body(context, body) -> bool:
     if "target" in body and body["target"] is not None and body["target"] not in LABELS:
         return False
     return _chunk_options_fit(body.get("parameters", body), body.get("inputs"))
+
+
+def _tensors_fit(inputs: object) -> bool:
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
+        return True  # not a list of tensors: the schema refuses it
+    names = [t.get("name") for t in inputs]
+    if not all(isinstance(n, str) for n in names):
+        return True  # the schema refuses it
+    if len(set(names)) < len(names) or "text" not in names:
+        return False
+    if any(isinstance(t.get("parameters"), dict) and "binary_data_size" in t["parameters"] for t in inputs):
+        return False
+    lengths = {len(t["data"]) for t in inputs if isinstance(t.get("data"), list)}
+    return len(lengths) <= 1
+
+
+# Case hooks, not body hooks: schemathesis' coverage phase applies only these.
+@schemathesis.hook("filter_case").apply_to(path_regex=r"/infer$")
+def oip_tensors_fit(context, case) -> bool:
+    return not isinstance(case.body, dict) or _tensors_fit(case.body.get("inputs"))
+
+
+@schemathesis.hook("map_case").apply_to(path_regex=r"/infer$")
+def oip_shapes(context, case):
+    """A shape the schema allows ([one count]) is set to its data's length; any other is left to be refused."""
+    body = case.body
+    for tensor in body.get("inputs", []) if isinstance(body, dict) and isinstance(body.get("inputs"), list) else []:
+        shape, data = (tensor.get("shape"), tensor.get("data")) if isinstance(tensor, dict) else (None, None)
+        whole = isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], (int, float)) \
+            and not isinstance(shape[0], bool) and float(shape[0]).is_integer() and shape[0] >= 0  # fmt: skip
+        if isinstance(data, list) and whole:
+            tensor["shape"] = [len(data)]
+    return case

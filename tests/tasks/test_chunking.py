@@ -113,8 +113,10 @@ def test_bad_long_text_options(clf):
         with pytest.raises(InputError) as caught:
             clf("fine", **options)
         assert message in str(caught.value)
-    with pytest.raises(InputError, match="text 1 has no tokens"):
+    with pytest.raises(InputError, match=r"input 1 is empty \(or only whitespace\)"):
         clf(["fine", "   "], long_text="chunk")
+    with pytest.raises(InputError, match="text 1 has no tokens"):  # not blank, yet nothing the tokenizer keeps
+        clf(["fine", "\u200b\u200b"], long_text="chunk")
     with pytest.raises(InputError, match="text pair"):
         clf([("a", "b")], long_text="chunk")
 
@@ -141,7 +143,7 @@ def test_cli_classify_long_text(clf):
         lines = failed.stderr.strip().splitlines()
         assert failed.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     empty = runner.invoke(app, ["classify", "  ", "--model", folder, "--long-text", "chunk"])
-    assert empty.exit_code == 1 and "has no tokens" in empty.stderr
+    assert empty.exit_code == 1 and "input 0 is empty" in empty.stderr
 
 
 def test_batch_long_text(clf, tmp_path):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from textclass import Classifier, TextclassError
 from textclass.train.batches import loss_sum
-from textclass.train.data import load_dataset, read_rows
+from textclass.train.data import load_dataset
 from textclass.train.model import prepare_model
 from textclass.train.run import train
 from textclass.train.save import save_hf_checkpoint
@@ -289,11 +289,13 @@ def test_relabel_continuing_a_classifier(sentiment, tmp_path, vocab_txt):
     [
         ("", "csv", {}, "is empty"),
         ("text,label\n", "csv", {}, "is empty"),
-        ("words,label\nhi,a\n", "csv", {}, "no text column"),
+        ("words,label\nhi,a\n", "csv", {}, "has no 'text' or 'sentence' column; its columns are: words, label"),
+        ("text,label\nhi,a,extra\n", "csv", {}, "data row 1: the row has 3 fields, the header 2"),
+        ("sentence\tlabel\nhi\n", "tsv", {}, "data row 1: the row has 1 fields, the header 2"),
         ("text,label\nhi,a\n", "csv", {"label_column": "target"}, "no column 'target'"),
         ("text,label\n,a\n  ,b\n", "csv", {}, "no usable rows"),
-        ('{"text": "hi"\n', "jsonl", {}, "line 1 is not valid JSON"),
-        ("a,b\n", "xlsx", {}, "unknown data format"),
+        ('{"text": "hi"\n', "jsonl", {}, "data row 1: line is not valid JSON"),
+        ("a,b\n", "xlsx", {}, "cannot tell the format"),
         ("text,label\nhi,high\n", "csv", {"task": "regression"}, "regression labels must be numbers"),
     ],
 )
@@ -321,7 +323,8 @@ def test_cli_reports_bad_data_without_traceback(base, tmp_path):
 
 def test_read_rows_json_array(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([{"text": "a", "label": 1}]))
-    assert read_rows(tmp_path / "d.json") == [{"text": "a", "label": 1}]
+    dataset, labels = load_dataset(tmp_path / "d.json")
+    assert (dataset.texts, labels) == (["a"], [1])
 
 
 def test_text_pairs_round_trip(base, tmp_path):
@@ -357,9 +360,31 @@ def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):
     assert np.isfinite(summary["eval_metrics"]["loss"])
 
 
+@pytest.mark.parametrize(
+    "flags, warns", [({"avx2", "fma"}, True), ({"avx2", "fma", "avx512_bf16"}, False), ({"avx2", "amx_bf16"}, False)]
+)
+def test_bf16_warns_where_the_cpu_emulates_it(base, sentiment, tmp_path, monkeypatch, flags, warns):
+    from textclass.runtime import cpu
+    from textclass.train.setup import Reporter
+
+    monkeypatch.setattr(cpu, "detect", lambda: cpu.CpuFeatures("x86_64", frozenset(flags)))
+
+    class Messages(Reporter):
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.seen.append(text)
+
+    reporter = Messages()
+    train(TrainArgs(model=str(base), train=str(sentiment[0]), out=str(tmp_path / "o"), max_steps=1, bf16=True,
+                    **FAST), reporter)  # fmt: skip
+    warned = [m for m in reporter.seen if m.startswith("warning: --bf16")]
+    assert bool(warned) == warns, reporter.seen
+    assert not warned or "no native bf16" in warned[0]
+
+
 def test_csv_quoted_fields_keep_newlines_and_commas(tmp_path):
     (tmp_path / "d.csv").write_text('text,label\n"two\nlines, one comma",a\nplain,b\n')
-    assert read_rows(tmp_path / "d.csv") == [
-        {"text": "two\nlines, one comma", "label": "a"},
-        {"text": "plain", "label": "b"},
-    ]
+    dataset, labels = load_dataset(tmp_path / "d.csv")
+    assert (dataset.texts, labels) == (["two\nlines, one comma", "plain"], ["a", "b"])

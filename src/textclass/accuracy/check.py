@@ -14,8 +14,6 @@ from textclass.accuracy.contract import Verdict, evaluate
 if TYPE_CHECKING:
     from textclass.classifier import Classifier
 
-TEXT_FILE_SUFFIXES = (".txt", ".text")  # one text per line; other formats are batch/readers.py's
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -31,34 +29,25 @@ class Measurement:
         return {**asdict(self), "verdict": self.verdict.as_dict()}
 
 
-def read_texts(path: str, text_column: str = "text", limit: int | None = None) -> list[str]:
-    """The texts of a .txt file (one a line) or of a CSV/TSV/JSONL/Parquet column; rows without text are left
-    out. A missing column is an error that names the columns the file has."""
-    from pathlib import Path
-
+def read_texts(path: str, text_column: str | None = None, limit: int | None = None) -> list[str]:
+    """The texts of a .txt file (one a line) or of a CSV/TSV/JSONL/JSON/Parquet column (`text_column`, else
+    `text`, else `sentence`), read by the one tabular reader: rows without text are left out, a missing column or
+    a row that cannot be read is an error naming it. Reads only the header before failing on a column."""
     from textclass.errors import InputError
+    from textclass.fileio.tables import open_table, pick_column, records
 
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"data file {path} does not exist")
-    if file.suffix.lower() in TEXT_FILE_SUFFIXES:
-        texts = [line for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    else:
-        from textclass.batch.readers import InputSpec, check_columns, detect_format, read_chunks
-
-        spec = InputSpec(str(file), detect_format(file), text_column)
-        check_columns(spec)
-        texts = []
-        for chunk in read_chunks(spec, chunk_rows=4096):
-            for value in chunk.column("text").to_pylist():
-                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-                if text and text.strip():
-                    texts.append(text)
+    table = open_table(path)
+    column = pick_column(table, text_column)
+    texts = []
+    for record in records(table, {"text": column}):
+        text = record.check(table.path).values["text"]
+        if text and text.strip():
+            texts.append(text)
             if limit and len(texts) >= limit:
                 break
     if not texts:
         raise InputError(f"{path} holds no texts to check")
-    return texts[:limit] if limit else texts
+    return texts
 
 
 def measure(

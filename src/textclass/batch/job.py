@@ -5,6 +5,7 @@ The engines (local.py, ray_engine.py) take these; run.py dispatches to them.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 from textclass.batch.readers import InputSpec
 from textclass.batch.score import ScoreOptions
+from textclass.models.family import TOKENIZER_FILES
 
 ENGINES = ("local", "ray")
 
@@ -22,7 +24,7 @@ class BatchJob:
     input: str
     output: str
     model: str | None = None
-    text_column: str = "text"
+    text_column: str | None = None  # default: `text`, else `sentence` (fileio/tables.py's one column rule)
     id_column: str | None = None
     score: ScoreOptions = field(default_factory=ScoreOptions)
     chunk_rows: int = 4096
@@ -47,20 +49,33 @@ class BatchResult:
         return self.scored_now / self.seconds if self.seconds else 0.0
 
 
+# What a checkpoint is made of: its config, weights and tokenizer. Files textclass generates beside it (ONNX
+# graphs and their manifests, a model card) are not: rebuilding a cache must not block a --resume.
+MODEL_SOURCE_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                      "pytorch_model*.bin.index.json", "tf_model.h5", "*.model", *TOKENIZER_FILES)  # fmt: skip
+
+
+def model_source_files(folder: Path) -> dict[str, list[int]]:
+    """name -> [size, mtime_ns] of the checkpoint's own files (MODEL_SOURCE_FILES)."""
+    files = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in MODEL_SOURCE_FILES):
+            stat = path.stat()
+            files[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return files
+
+
 def fingerprint(job: BatchJob, spec: InputSpec, model_folder: Path) -> dict[str, Any]:
     """Everything that changes the output: a resume must match it exactly. The engine may differ: both batch
     rows identically, so a local run can be finished on Ray (scores then agree to float rounding)."""
     stat = os.stat(spec.path)
-    model_files = {
-        p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_folder).iterdir()) if p.is_file()
-    }
     return {
         "input": spec.path,
         "input_size": stat.st_size,
         "input_mtime_ns": stat.st_mtime_ns,
         "model": str(Path(model_folder).resolve()),
-        "model_files": model_files,
-        "text_column": job.text_column,
+        "model_files": model_source_files(model_folder),
+        "text_column": spec.text_column,
         "id_column": job.id_column,
         "score_options": asdict(job.score),
         "chunk_rows": job.chunk_rows,

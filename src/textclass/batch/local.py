@@ -1,8 +1,8 @@
 """The single-machine engine: read, score, write, as three overlapping stages.
 
-A background thread parses chunk i+1 (pyarrow's CSV/Parquet readers release the GIL) while the main thread
-tokenizes and runs chunk i, and a writer thread makes chunk i-1 durable. So reading and writing hide behind
-the model and batch throughput stays close to calling the Classifier on texts already in memory.
+A background thread parses chunk i+1 while the main thread tokenizes and runs chunk i, and a writer thread makes
+chunk i-1 durable. So reading and writing hide behind the model (which releases the GIL while it runs) and batch
+throughput stays close to calling the Classifier on texts already in memory.
 Tokenizing stays on the main thread, beside the model, not ahead of it: the Rust tokenizer's thread pool
 running during torch's would oversubscribe the cores and slow torch's parallel kernels far more than it saves.
 """
@@ -16,11 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Empty, Full, Queue
 from typing import TypeVar
 
-import pyarrow as pa
-
 from textclass.batch.job import BatchJob, Progress
 from textclass.batch.readers import InputSpec, read_chunks
-from textclass.batch.score import finish, prepare
+from textclass.batch.score import Columns, finish, prepare
 from textclass.batch.writer import PartStore
 
 T = TypeVar("T")
@@ -28,9 +26,7 @@ PREFETCH_CHUNKS = 2  # chunks read ahead; with the one being scored and those be
 PENDING_WRITES = 2
 
 
-def run_local(
-    job: BatchJob, spec: InputSpec, model: str, schema: pa.Schema, store: PartStore, progress: Progress
-) -> int:
+def run_local(job: BatchJob, spec: InputSpec, model: str, store: PartStore, progress: Progress) -> int:
     """Score the rows after store.rows_done into the store; returns how many rows got an error."""
     from textclass.classifier import Classifier
 
@@ -38,17 +34,17 @@ def run_local(
     chunks = read_chunks(spec, job.chunk_rows, store.rows_done, on_bytes=progress.on_bytes)
     errors = 0
 
-    def write(table: pa.Table) -> None:
-        store.write(table)
-        progress.advance(table.num_rows)
+    def write(columns: Columns) -> None:
+        store.write(columns)
+        progress.advance(len(columns["error"]))
 
     with ThreadPoolExecutor(1, thread_name_prefix="textclass-writer") as writer:
         pending: deque[Future] = deque()
         for chunk in in_background(chunks, PREFETCH_CHUNKS):
             prepared = prepare(clf, chunk, job.score)
-            table = finish(clf, prepared, clf.run(prepared.encoded), job.score, schema)
-            errors += table.num_rows - len(prepared.valid)
-            pending.append(writer.submit(write, table))
+            columns = finish(clf, prepared, clf.run(prepared.encoded), job.score)
+            errors += len(chunk) - len(prepared.valid)
+            pending.append(writer.submit(write, columns))
             while len(pending) > PENDING_WRITES:
                 pending.popleft().result()  # raises a write error here, and caps memory held by the queue
         for future in pending:

@@ -7,7 +7,10 @@ Each part is written to a temporary name, fsynced and renamed, and only then lis
 written to a temporary file, fsynced and os.replace'd). A SIGKILL at any instant therefore leaves a manifest
 that lists only complete parts, which together hold rows 0..rows_done-1; a resume continues at rows_done and
 overwrites any part the manifest does not list. When every row is in, the parts are merged into the output
-(again via a temporary file and os.replace) and the parts folder is removed.
+(again via a temporary file and os.replace) and the parts folder is removed. The folder appears with the first
+part, so a run that fails before scoring its first row leaves nothing behind.
+JSON lines are written with the standard library; Parquet needs pyarrow (the `parquet` extra), checked by
+output_format before any work starts.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from textclass.errors import InputError
 from textclass.fileio import atomic_write
+from textclass.fileio.tables import require_parquet
+
+if TYPE_CHECKING:
+    from textclass.batch.score import Columns, Fields
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MANIFEST_VERSION = 1
@@ -34,6 +39,8 @@ def output_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise InputError(f"cannot tell the output format of {path}: expected a name ending in .parquet or .jsonl")
+    if OUTPUT_FORMATS[suffix] == "parquet":
+        require_parquet("writing Parquet")
     return OUTPUT_FORMATS[suffix]
 
 
@@ -44,10 +51,10 @@ def parts_folder(output: Path) -> Path:
 class PartStore:
     """Appends chunks of output rows in order; survives being killed at any moment."""
 
-    def __init__(self, output: str | Path, schema: pa.Schema, fingerprint: dict[str, Any], resume: bool):
+    def __init__(self, output: str | Path, fields: Fields, fingerprint: dict[str, Any], resume: bool):
         self.output = Path(output)
         self.format = output_format(self.output)
-        self.schema = schema
+        self.fields = fields
         self.folder = parts_folder(self.output)
         self.manifest_path = self.folder / "manifest.json"
         if self.folder.is_dir() and self.manifest_path.is_file():
@@ -62,22 +69,25 @@ class PartStore:
             if self.output.exists():
                 what = "is already complete (there is no .parts folder to resume)" if resume else "already exists"
                 raise InputError(f"{self.output} {what}; delete it or choose another --output")
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # The folder and manifest are made with the first part: a run that never scores a row leaves nothing.
             self.manifest = {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "rows_done": 0, "parts": []}
-            self._save_manifest()
 
     @property
     def rows_done(self) -> int:
         return int(self.manifest["rows_done"])
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, columns: Columns) -> None:
         """Make a chunk durable: the part file first, then the manifest entry that makes it count."""
+        if not self.manifest_path.is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._save_manifest()
         index = len(self.manifest["parts"])
         name = f"part-{index:06d}.{self.format}"
-        atomic_write(self.folder / name, lambda f: _write_rows(f, table.cast(self.schema), self.format), durable=True)
+        rows = len(columns["error"])
+        atomic_write(self.folder / name, lambda f: _write_rows(f, columns, self.fields, self.format), durable=True)
         _crash_point("part-written", index)
-        self.manifest["parts"].append({"name": name, "rows": table.num_rows})
-        self.manifest["rows_done"] = self.rows_done + table.num_rows
+        self.manifest["parts"].append({"name": name, "rows": rows})
+        self.manifest["rows_done"] = self.rows_done + rows
         self._save_manifest(crash_index=index)
         _crash_point("part-listed", index)
 
@@ -87,10 +97,10 @@ class PartStore:
         if self.format == "jsonl":
             merge = lambda f: _concat(f, parts)  # JSON lines concatenate as bytes
         else:
-            merge = lambda f: _merge_parquet(f, parts, self.schema)
+            merge = lambda f: _merge_parquet(f, parts, self.fields)
         atomic_write(self.output, merge, durable=True)
         _crash_point("merged", 0)
-        shutil.rmtree(self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)  # absent when the input had no rows
         return self.output
 
     def _save_manifest(self, crash_index: int = -1) -> None:
@@ -123,14 +133,32 @@ def _crash_point(point: str, index: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_rows(f: BinaryIO, table: pa.Table, fmt: str) -> None:
+def _write_rows(f: BinaryIO, columns: Columns, fields: Fields, fmt: str) -> None:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(table, f)
+        pq.write_table(arrow_table(columns, fields), f)
     else:
-        lines = [json.dumps(row, ensure_ascii=False) for row in table.to_pylist()]
+        names = [name for name, _ in fields]
+        # default=str: a Parquet input's id of a type JSON lacks (a timestamp, a decimal) is written as its text.
+        lines = [json.dumps(dict(zip(names, row)), ensure_ascii=False, default=str)
+                 for row in zip(*(columns[name] for name in names))]  # fmt: skip
         f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def arrow_table(columns: Columns, fields: Fields) -> Any:
+    """The columns as a pyarrow Table of the output's schema (Parquet output and the Ray engine)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pydict({name: columns[name] for name, _ in fields}, schema=arrow_schema(fields))
+
+
+def arrow_schema(fields: Fields) -> Any:
+    import pyarrow as pa
+
+    types = {"int64": pa.int64(), "int32": pa.int32(), "float32": pa.float32(), "string": pa.string(),
+             "top_k": pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))}  # fmt: skip
+    return pa.schema([(name, types[kind] if isinstance(kind, str) else kind) for name, kind in fields])
 
 
 def _concat(f: BinaryIO, parts: list[Path]) -> None:
@@ -139,9 +167,10 @@ def _concat(f: BinaryIO, parts: list[Path]) -> None:
             shutil.copyfileobj(source, f, 1 << 20)
 
 
-def _merge_parquet(f: BinaryIO, parts: list[Path], schema: pa.Schema) -> None:
+def _merge_parquet(f: BinaryIO, parts: list[Path], fields: Fields) -> None:
     import pyarrow.parquet as pq
 
+    schema = arrow_schema(fields)
     with pq.ParquetWriter(f, schema) as writer:  # one part in memory at a time
         for part in parts:
             writer.write_table(pq.read_table(part, schema=schema))

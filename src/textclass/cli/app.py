@@ -6,9 +6,10 @@ Heavy imports (torch, the model) happen inside commands so `--help` and errors a
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from textclass.cli.common import (
     AggregateOption,
@@ -19,6 +20,7 @@ from textclass.cli.common import (
     FormatOption,
     InputOption,
     LongTextOption,
+    MaxWindowsOption,
     ModelOption,
     OutputFormat,
     StrideOption,
@@ -27,12 +29,62 @@ from textclass.cli.common import (
 )
 from textclass.errors import TextclassError
 
+# Click's UsageError, from typer's own Click (vendored in newer typer versions, click itself in older ones).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Commands(TyperGroup):
+    """The command group, with a mistyped option or value reported as every other bad input is: one line,
+    `error: ...`, exit status 1 (Click's own is a usage block and status 2, which `check` gives its contract)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: Any) -> NoReturn:
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc  # a bare `textclass`: the help, as asked for
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    fail(f"{exc.format_message().rstrip('.')}{where}")
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Classify text with Hugging Face sequence-classification checkpoints.",
+    # Click's own help layout: it wraps to the terminal (80 columns and less) and never cuts an option's name, where
+    # rich's panels cut `--max-client-batch-size` to `--max-batch-toke…` at 80 columns.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command's -h, inherited by subcommands
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from textclass.cli.output import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Classify text with Hugging Face sequence-classification checkpoints."""
 
 
 @app.command()
@@ -52,12 +104,15 @@ def classify(
     chunk_tokens: ChunkTokensOption = None,
     stride: StrideOption = None,
     aggregate: AggregateOption = "mean",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which mode runs and why (stderr).")] = False,
+    max_windows: MaxWindowsOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say which mode runs and why, and blank lines skipped (stderr).")
+    ] = False,
 ) -> None:
     """Classify texts and print labels with scores."""
     import logging
 
-    items = read_texts(texts, input_file)
+    items = read_texts(texts, input_file, verbose)
     logger, handler = logging.getLogger("textclass"), logging.StreamHandler()
     level = logger.level
     if verbose:  # textclass's INFO lines, e.g. the mode chosen at load and why
@@ -67,7 +122,8 @@ def classify(
     from textclass.cli.output import classify_and_print
 
     try:
-        long = {"long_text": long_text, "chunk_tokens": chunk_tokens, "stride": stride, "aggregate": aggregate}
+        long = {"long_text": long_text, "chunk_tokens": chunk_tokens, "stride": stride, "aggregate": aggregate,
+                "max_windows": max_windows}
         classify_and_print(items, model, top_k, output_format.value, function_to_apply, device, dtype, backend, long)
     except TextclassError as exc:
         fail(str(exc))

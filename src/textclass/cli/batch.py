@@ -17,6 +17,7 @@ from textclass.cli.common import (
     DtypeOption,
     ModelOption,
     StrideOption,
+    TextColumnOption,
     fail,
 )
 
@@ -27,10 +28,10 @@ class Engine(str, Enum):
 
 
 def batch(
-    input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL or Parquet file to score.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="CSV, TSV, JSONL, Parquet or .txt file to score.")],
     output_file: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet or .jsonl.")],
     model: ModelOption = None,
-    text_column: Annotated[str, typer.Option(help="Column (or JSON key) holding the text.")] = "text",
+    text_column: TextColumnOption = None,
     id_column: Annotated[
         str | None, typer.Option(help="Column copied to the output `id` (default: the 0-based row number).")
     ] = None,
@@ -52,6 +53,9 @@ def batch(
     chunk_tokens: ChunkTokensOption = None,
     stride: StrideOption = None,
     aggregate: AggregateOption = "mean",
+    max_windows: Annotated[
+        int | None, typer.Option(help="Chunk: a row needing more windows is an error row (default: no bound).", min=1)
+    ] = None,
 ) -> None:
     """Score every row of a large file; rows that cannot be scored are kept with an error."""
     from textclass.batch import BatchJob, ScoreOptions, run_batch
@@ -64,7 +68,7 @@ def batch(
         text_column=text_column,
         id_column=id_column,
         score=ScoreOptions(top_k=top_k, all_scores=all_scores, long_text=long_text, chunk_tokens=chunk_tokens,
-                           stride=stride, aggregate=aggregate),  # fmt: skip
+                           stride=stride, aggregate=aggregate, max_windows=max_windows),  # fmt: skip
         chunk_rows=chunk_rows,
         engine=engine.value,
         resume=resume,

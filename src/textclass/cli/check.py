@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from textclass.cli.common import BackendOption, DtypeOption, ModelOption, fail
+from textclass.cli.common import BackendOption, DtypeOption, ModelOption, TextColumnOption, fail
 
 CONTRACT_FAILED = 2  # exit status when the measurement worked and the contract does not hold
 
@@ -16,7 +16,7 @@ CONTRACT_FAILED = 2  # exit status when the measurement worked and the contract 
 def check(
     data: Annotated[Path, typer.Option("--data", "-d", help="Texts: .txt (one a line), CSV, TSV, JSONL or Parquet.")],
     model: ModelOption = None,
-    text_column: Annotated[str, typer.Option(help="The column (or JSON key) holding the text.")] = "text",
+    text_column: TextColumnOption = None,
     limit: Annotated[int, typer.Option(help="Texts to use, from the top (0: all).", min=0)] = 2000,
     dtype: DtypeOption = None,
     backend: BackendOption = None,

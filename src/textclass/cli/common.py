@@ -36,6 +36,9 @@ DtypeOption = Annotated[
         "on a GPU). int8 alone runs ONNX Runtime per-row int8 without rescoring."
     ),
 ]
+TextColumnOption = Annotated[
+    str | None, typer.Option(help="The column (or JSON key) holding the text (default: text, else sentence).")
+]
 BackendOption = Annotated[
     str | None,
     typer.Option(help="torch or onnx (ONNX Runtime, CPU only; exported once into the user cache: textclass cache)."),
@@ -47,34 +50,36 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
-    """TEXT arguments, or the lines of --input (a file or '-'), or of piped standard input."""
+def read_texts(texts: list[str] | None, input_file: Path | None, verbose: bool = False) -> list[str]:
+    """TEXT arguments, or the lines of --input (a file or '-'), or of piped standard input. Blank lines are
+    skipped (verbose: says how many, on stderr); a file of blank lines only is an error."""
+    from textclass.errors import InputError
+    from textclass.fileio.tables import read_lines
+
     if texts and input_file:
         fail("give texts as arguments or with --input, not both")
     if texts:
         return list(texts)
     if input_file is not None:
         if str(input_file) == "-":
-            raw = sys.stdin.buffer.read()
-            source = "standard input"
+            raw, source = sys.stdin.buffer.read(), "standard input"
         else:
             if not input_file.is_file():
                 fail(f"input file {input_file} does not exist")
-            raw = input_file.read_bytes()
-            source = str(input_file)
+            try:
+                raw, source = input_file.read_bytes(), str(input_file)
+            except OSError as exc:
+                fail(f"cannot read {input_file}: {exc.strerror or exc}")
     elif not sys.stdin.isatty():
         raw, source = sys.stdin.buffer.read(), "standard input"
     else:
         fail("no texts to classify; pass TEXT arguments, --input FILE, or pipe lines on standard input")
     try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        fail(
-            f"{source} is not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); re-encode it as UTF-8"
-        )
-    lines = content.splitlines()
-    if not lines:
-        fail(f"{source} is empty; expected one text per line")
+        lines, blank = read_lines(raw, source)
+    except InputError as exc:
+        fail(str(exc))
+    if verbose and blank:
+        typer.echo(f"{source}: skipped {blank} blank line{'s' if blank != 1 else ''}", err=True)
     return lines
 
 
@@ -85,3 +90,7 @@ LongTextOption = Annotated[
 ChunkTokensOption = Annotated[int | None, typer.Option(help="Chunk: tokens per window (default: the limit).")]
 StrideOption = Annotated[int | None, typer.Option(help="Chunk: tokens neighbouring windows share.")]
 AggregateOption = Annotated[str, typer.Option(help="Chunk: mean, max or first (window scores to one).")]
+MaxWindowsOption = Annotated[
+    int | None,
+    typer.Option(help="The most windows (model inputs; a truncated text is one) to score (default: no bound).", min=1),
+]

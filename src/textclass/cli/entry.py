@@ -43,6 +43,11 @@ def quick_classify_args(argv: list[str]) -> dict | None:
 
 
 def main(hard_exit: bool = True) -> None:
+    if sys.argv[1:] == ["--version"]:  # answered without loading typer, like a plain classify
+        from textclass.cli.output import version_line
+
+        print(version_line())
+        return
     quick = quick_classify_args(sys.argv[1:])
     if quick is None:
         from textclass.cli.app import main as full_cli

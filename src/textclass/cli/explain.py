@@ -44,7 +44,11 @@ def explain(
 
     try:
         from textclass.classifier import Classifier
+        from textclass.tasks.explain import check_options
+        from textclass.tasks.inputs import require_text
 
+        check_options(method, baseline, unit, steps)  # bad options and a missing extra: before the model loads
+        require_text([text])
         clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
         result = clf.explain(text, target=target, method=method, baseline=baseline, unit=unit, steps=steps)
     except TextclassError as exc:

@@ -6,7 +6,15 @@ Kept free of typer so the quick entry point (entry.py) and the full CLI (cli.py)
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
+
+
+def version_line() -> str:
+    """`textclass --version`: the package's version, and the Python it runs on."""
+    from textclass import __version__
+
+    return f"textclass {__version__} (Python {sys.version.split()[0]})"
 
 
 def classify_and_print(
@@ -26,7 +34,9 @@ def classify_and_print(
     say how many windows each text took.
     """
     from textclass.classifier import Classifier
+    from textclass.tasks.inputs import require_text
 
+    require_text(texts)  # before the model loads
     clf = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     ranked = clf(texts, top_k=None if top_k == 0 else top_k, function_to_apply=function_to_apply, **(long_text or {}))
     rows = [

@@ -26,6 +26,9 @@ def serve(
         ),
     ] = None,
     max_client_batch_size: Annotated[int, typer.Option(help="Texts one request may send (more: 413).", min=1)] = 32,
+    max_rerank_documents: Annotated[
+        int, typer.Option(help="Documents one rerank request to /v2/rerank or /v1/rerank may send (more: 413).", min=1)
+    ] = 1000,
     payload_limit: Annotated[int, typer.Option(help="Request body limit in bytes (more: 413).", min=1)] = 2_000_000,
     max_concurrent_requests: Annotated[
         int, typer.Option(help="Classification requests handled at once (more: 429 with Retry-After).", min=1)
@@ -53,6 +56,7 @@ def serve(
         port=port,
         max_batch_tokens=max_batch_tokens,
         max_client_batch_size=max_client_batch_size,
+        max_rerank_documents=max_rerank_documents,
         payload_limit=payload_limit,
         max_concurrent_requests=max_concurrent_requests,
         api_key=api_key,

@@ -20,10 +20,13 @@ from textclass import __version__, postprocess
 from textclass.checkpoint.tokenizer import Encoded, TextInput
 from textclass.classifier import Classifier
 from textclass.errors import InputError
+from textclass.server import cohere, oip
 from textclass.server.batcher import Batcher, BatchFailed, ShuttingDown
 from textclass.server.errors import ApiError, add_error_handlers, documented, error_body
 from textclass.server.explaining import MAX_EXPLAIN_INPUTS, explainer
 from textclass.server.fastpath import FastPath, render
+from textclass.server.label_metrics import LabelCounts, PredictionCollector
+from textclass.server.lookup import Served, ServedModels
 from textclass.server.metrics import ServerMetrics
 from textclass.server.middleware import Gatekeeper
 from textclass.server.schemas import (
@@ -72,6 +75,8 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
     # holds, so the classifier never splits a batch for size (only, maybe, its rows that would be mostly padding).
     batcher = Batcher(clf.run, clf.max_batch_tokens, metrics)
     labels = clf.labels
+    name = settings.model_id or model_name(clf.folder)  # never the server's path: clients see it
+    counts = PredictionCollector(metrics.registry).add(LabelCounts(name, clf))  # what the model answers, per label
     status = {"ready": False, "in_flight": 0}
 
     @asynccontextmanager
@@ -112,7 +117,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         metrics.in_flight.inc()
         try:
             if encoded is None:
-                encoded = await off_loop(sum(map(len_chars, items)), encode, items, truncate, side)
+                encoded = await encode_rows(items, truncate, side)
             return await batcher.infer(encoded)
         except BatchFailed as exc:
             raise ApiError(500, f"inference failed for this request's batch: {exc}") from exc
@@ -127,6 +132,9 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
             return clf.encode(items, truncation=truncate, truncation_side=side)
         except InputError as exc:  # an input over the model's limit with truncation off
             raise ApiError(413, f'{exc} (or send "truncate": true)') from exc
+
+    async def encode_rows(items: list[TextInput], truncate: bool, side: str) -> list[Encoded]:
+        return await off_loop(sum(map(len_chars, items)), encode, items, truncate, side)
 
     def check_window_limit(options: LongTextOptions) -> None:
         """The schema bounds chunk_tokens by the model's limit (model_bounds_in_schema), with or without "chunk"."""
@@ -145,9 +153,15 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
                             options.chunk_tokens if chunk else None, options.stride if chunk else None,
                             options.aggregate)  # fmt: skip
         if windows is None:
-            return clf.scores(await classify(items, truncate, side), function), None
+            logits = await classify(items, truncate, side)
+            scores = clf.scores(logits, function)
+            default = scores if function == counts.function else clf.scores(logits, counts.function)
+            counts.observe(default)
+            return scores, None
         plan = await off_loop(sum(map(len_chars, items)), task_step, 422, windows.plan, items)
-        scores = clf.scores(await classify(items, truncate, side, plan.encoded), function)
+        logits = await classify(items, truncate, side, plan.encoded)
+        scores = clf.scores(logits, function)
+        counts.observe(plan.combine(clf.scores(logits, counts.function)))
         return plan.combine(scores), plan.counts
 
     async def classify_answer(body: ClassifyRequest) -> tuple[Any, dict[str, str]]:
@@ -198,6 +212,7 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         task_step(424, require_cross_encoder, clf.config)
         truncate = True if body.truncate is None else body.truncate
         logits = await classify(rerank_pairs(body.query, body.texts), truncate, body.truncation_direction)
+        counts.observe_logits(logits)
         return rank_texts(logits, body.texts, None, body.return_text, body.raw_scores), timing(started)
 
     # FastAPI documents these routes; FastPath (fastpath.py) answers them with the same functions.
@@ -267,8 +282,6 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
             return JSONResponse({"status": "ok"})
         return Response(error_body("the model is not ready", 503), 503, media_type="application/json")
 
-    name = settings.model_id or model_name(clf.folder)  # never the server's path: clients see it
-
     @app.get("/info", response_model=Info, responses=documented(401))
     async def info() -> Info:
         """The served model and the server's limits (TEI's Info, then ours)."""
@@ -297,9 +310,15 @@ def create_app(clf: Classifier, settings: ServerSettings) -> FastAPI:
         """A playground page: type text, see every label's score as a bar, and the latency."""
         return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
 
-    app.openapi = model_bounds_in_schema(app, clf)
+    # The serving protocols (served.py): Cohere/Jina rerank and KServe's Open Inference Protocol.
+    models = ServedModels([Served(name, name, clf, counts, classify, encode_rows, scored,
+                                  lambda: status["ready"] and batcher.alive)])  # fmt: skip
+    reranking = cohere.rerank_routes(models, settings.max_rerank_documents)
+    cohere.declare(app, reranking, answer)
+    oip.add_oip_routes(app, models, settings.max_client_batch_size)
+    app.openapi = oip.openapi_with_oip(app, models, model_bounds_in_schema(app, clf))
     fast = {"/": (ClassifyRequest, classify_answer), "/predict": (PredictRequest, predict_answer),
-            "/rerank": (RerankRequest, rerank_answer)}  # fmt: skip
+            "/rerank": (RerankRequest, rerank_answer), **reranking}  # fmt: skip
     declared = {route.path: route for route in app.routes if "POST" in getattr(route, "methods", ())}
     # Added last-to-first: the Gatekeeper is outermost, so the fast path is behind the key and body checks.
     app.add_middleware(FastPath, routes={path: (*pair, declared[path]) for path, pair in fast.items()})

@@ -17,7 +17,9 @@ from textclass.server.errors import error_body, send_json
 from textclass.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("textclass.access")
-OPEN_PATHS = ("/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/ui")
+# Probes and docs answer without the key: a Kubernetes probe sends none (OIP's /v2/health/* too).
+OPEN_PATHS = ("/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/ui", "/v2/health/live",
+              "/v2/health/ready")  # fmt: skip
 
 
 class Gatekeeper:

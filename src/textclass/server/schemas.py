@@ -36,6 +36,7 @@ def _whole(value: object) -> object:
 _WHOLE = BeforeValidator(_whole)
 Integer = Annotated[int, _WHOLE]
 PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
+NonNegativeInteger = Annotated[int, Field(ge=0), _WHOLE]
 NonEmpty = Annotated[list[str], Field(min_length=1)]
 WordText = Annotated[str, Field(pattern=r"\w")]  # holds a word character, so every tokenizer gives it a token
 # One TEI input: [text] or a pair [text, text_pair].

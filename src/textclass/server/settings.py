@@ -17,6 +17,7 @@ class ServerSettings:
     # default (api.DEFAULT_MAX_BATCH_TOKENS).
     max_batch_tokens: int | None = None
     max_client_batch_size: int = 32  # texts one request may send
+    max_rerank_documents: int = 1000  # documents one Cohere/Jina rerank request may send (/v1, /v2/rerank)
     payload_limit: int = 2_000_000  # request body bytes
     max_concurrent_requests: int = 512  # classification requests admitted at once; more get 429
     api_key: str | None = None  # when set, POST routes and /info need `Authorization: Bearer <key>`

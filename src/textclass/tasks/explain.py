@@ -76,9 +76,12 @@ class Options:
 
 
 def check_options(method: str, baseline: str | None, unit: str, steps: int) -> Options:
-    """Validated options; baseline None: "delete" for occlusion, "pad" for integrated gradients."""
+    """Validated options; baseline None: "delete" for occlusion, "pad" for integrated gradients. Integrated
+    gradients without torch are a MissingExtra here, before any work (not an ImportError half-way)."""
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "integrated_gradients":
+        require_torch("explaining with integrated gradients")
     if baseline is None:
         baseline = "delete" if method == "occlusion" else "pad"
     allowed = BASELINES if method == "occlusion" else ("pad", "mask")

@@ -49,6 +49,16 @@ def normalise_inputs(inputs: Any) -> tuple[list[TextInput], bool]:
     return out, single
 
 
+def require_text(items: Sequence[TextInput]) -> None:
+    """The one rule for empty text: an empty or whitespace-only text (either text of a pair) is an InputError
+    naming its index. A blank text carries nothing to classify; scoring it answers with the model's prior."""
+    for index, item in enumerate(items):
+        parts = [(item, "")] if isinstance(item, str) else list(zip(item, ("", "'s text_pair")))
+        for text, what in parts:
+            if not text.strip():
+                raise InputError(f"input {index}{what} is empty (or only whitespace); give it text to classify")
+
+
 def _str(value: Any, index: int) -> str:
     if not isinstance(value, str):
         raise InputError(f"input {index}: text pairs must hold two strings, got {type(value).__name__}")

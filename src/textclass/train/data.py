@@ -1,13 +1,13 @@
-"""Labelled data for training and evaluation: read CSV/TSV/JSONL/JSON/Parquet, pick columns, encode labels.
+"""Labelled data for training and evaluation: CSV/TSV/JSONL/JSON/Parquet read by the one tabular reader
+(fileio/tables.py: its column rule, encoding rule and corruption rule), labels encoded.
 
 Rows that cannot be used (empty text, missing label) are dropped and counted, never lost silently:
-the `Dataset` carries the counts and the CLI prints them.
+the `Dataset` carries the counts and the CLI prints them. A row the reader cannot read (invalid UTF-8, a CSV row
+with more or fewer fields than the header, a JSONL line that is not an object) is an error naming it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections import Counter
@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from textclass.errors import TextclassError
+from textclass.fileio.tables import Table, open_table, pick_column, records
 
 Task = Literal["single_label", "multi_label", "regression"]
 PROBLEM_TYPES: dict[str, str] = {
@@ -26,8 +27,8 @@ PROBLEM_TYPES: dict[str, str] = {
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
-TEXT_COLUMNS = ("text", "sentence", "content", "review")  # tried in order when --text-column is not given
 LABEL_COLUMNS = ("label", "labels")
+DATA_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
 
 
 class DataError(TextclassError):
@@ -54,83 +55,10 @@ class Dataset:
 
 
 # ---- reading files ---------------------------------------------------------------------------------
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a CSV, TSV, JSONL, JSON (array of objects) or Parquet file as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DataError("reading Parquet needs pyarrow: pip install 'textclass[train]'") from exc
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as exc:
-            raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
-    else:
-        try:
-            content = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); re-encode it as UTF-8") from exc
-        if suffix in (".jsonl", ".ndjson"):
-            rows = _jsonl(content, path)
-        elif suffix == ".json":
-            rows = _json_array(content, path)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            rows = _delimited(content, delimiter="\t" if suffix in (".tsv", ".txt") else ",")
-        else:
-            raise DataError(f"{path}: unknown data format {suffix!r}; expected .csv, .tsv, .jsonl, .json or .parquet")
-    if not rows:
-        raise DataError(f"{path} is empty; expected a header and at least one row")
-    return rows
-
-
-def _delimited(content: str, delimiter: str) -> list[dict[str, Any]]:
-    # GLUE TSVs are unquoted and contain stray quote characters, so TSV is split on tabs only.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    # newline="" keeps line breaks inside quoted CSV fields as the csv module expects.
-    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting)
-    return [dict(row) for row in reader]
-
-
-def _jsonl(content: str, path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(row, dict):
-            raise DataError(f"{path} line {number} is {type(row).__name__}; expected a JSON object per line")
-        rows.append(row)
-    return rows
-
-
-def _json_array(content: str, path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(content) if content.strip() else []
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise DataError(f"{path} must hold a JSON array of objects (or use .jsonl, one object per line)")
-    return data
-
-
-# ---- columns and labels ----------------------------------------------------------------------------
-def pick_column(rows: list[dict[str, Any]], wanted: str | None, defaults: Sequence[str], what: str, path: str) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))  # JSONL rows may differ in keys
-    if wanted is not None:
-        if wanted not in columns:
-            raise DataError(f"{path} has no column {wanted!r} for {what}; its columns are {columns}")
-        return wanted
-    for name in defaults:
-        if name in columns:
-            return name
-    raise DataError(f"{path}: no {what} column found (looked for {list(defaults)}); its columns are {columns}")
+def open_data(path: str | Path) -> Table:
+    """The data file's header (fileio/tables.py): a missing file, an unknown format, an unreadable header or
+    Parquet without pyarrow are errors here, before anything loads a model."""
+    return open_table(path, DATA_FORMATS)
 
 
 def _missing(value: Any) -> bool:
@@ -170,21 +98,26 @@ def load_dataset(
     label_delimiter: str | None = None,
 ) -> tuple[Dataset, list[Any]]:
     """Read a file into texts and raw labels (targets are filled by `encode_targets`); drops are counted."""
-    rows = read_rows(path)
+    table = open_data(path)
     source = str(path)
-    text_col = pick_column(rows, text_column, TEXT_COLUMNS, "text", source)
-    pair_col = pick_column(rows, text_pair_column, (), "text pairs", source) if text_pair_column else None
-    label_col = pick_column(rows, label_column, LABEL_COLUMNS, "labels", source)
+    columns = {
+        "text": pick_column(table, text_column, "--text-column"),
+        "text pair": pick_column(table, text_pair_column, "--text-pair-column") if text_pair_column else None,
+        "label": pick_column(table, label_column, "--label-column", LABEL_COLUMNS),
+    }
     texts: list[str | tuple[str, str]] = []
     labels: list[Any] = []
     dropped: Counter = Counter()
-    for row in rows:
-        text, label = row.get(text_col), row.get(label_col)
+    rows = 0
+    for record in records(table, columns, text_roles=("text", "text pair")):
+        rows += 1
+        values = record.check(source).values
+        text, label = values["text"], values["label"]
         if _missing(text) or not str(text).strip():
             dropped["empty text"] += 1
             continue
-        if pair_col is not None:
-            pair = row.get(pair_col)
+        if columns["text pair"] is not None:
+            pair = values["text pair"]
             if _missing(pair) or not str(pair).strip():
                 dropped["empty text pair"] += 1
                 continue
@@ -196,6 +129,8 @@ def load_dataset(
             continue
         texts.append(item)
         labels.append(label)
+    if not rows:
+        raise DataError(f"{path} is empty; expected a header and at least one row")
     if not texts:
         raise DataError(f"{source}: no usable rows ({sum(dropped.values())} dropped: {dict(dropped)})")
     return Dataset(texts, np.empty(0), labels, source, dropped), labels

@@ -43,13 +43,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of `model` (None: the bundled model) on `data` as a dict (also written to out_dir/metrics.json
     with plots). device, dtype, backend: as Classifier.from_pretrained takes them."""
+    from textclass.checkpoint import open_checkpoint
+    from textclass.checkpoint.locate import resolve_model
     from textclass.classifier import Classifier
 
-    classifier = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
-    config = classifier.config
+    # The config alone first: the data's columns, rows and labels are checked before the weights load.
+    config = open_checkpoint(resolve_model(None if model is None else str(model))).config
     task = task_of(config.problem_type)
     dataset, _ = load_dataset(data, task, text_column, text_pair_column, label_column, label_delimiter)
     encode_targets(dataset, task, None if task == "regression" else label_lookup(config.id2label), label_delimiter)
+    classifier = Classifier.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     logits = classifier.logits(dataset.texts, max_length=max_length)  # (n, labels)
     report: dict[str, Any] = {"model": str(classifier.folder if model is None else model), "data": str(data),
                               "task": task, "rows": len(dataset),
