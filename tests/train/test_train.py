@@ -360,6 +360,30 @@ def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):
     assert np.isfinite(summary["eval_metrics"]["loss"])
 
 
+@pytest.mark.parametrize(
+    "flags, warns", [({"avx2", "fma"}, True), ({"avx2", "fma", "avx512_bf16"}, False), ({"avx2", "amx_bf16"}, False)]
+)
+def test_bf16_warns_where_the_cpu_emulates_it(base, sentiment, tmp_path, monkeypatch, flags, warns):
+    from textclass.runtime import cpu
+    from textclass.train.setup import Reporter
+
+    monkeypatch.setattr(cpu, "detect", lambda: cpu.CpuFeatures("x86_64", frozenset(flags)))
+
+    class Messages(Reporter):
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.seen.append(text)
+
+    reporter = Messages()
+    train(TrainArgs(model=str(base), train=str(sentiment[0]), out=str(tmp_path / "o"), max_steps=1, bf16=True,
+                    **FAST), reporter)  # fmt: skip
+    warned = [m for m in reporter.seen if m.startswith("warning: --bf16")]
+    assert bool(warned) == warns, reporter.seen
+    assert not warned or "no native bf16" in warned[0]
+
+
 def test_csv_quoted_fields_keep_newlines_and_commas(tmp_path):
     (tmp_path / "d.csv").write_text('text,label\n"two\nlines, one comma",a\nplain,b\n')
     dataset, labels = load_dataset(tmp_path / "d.csv")

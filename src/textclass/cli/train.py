@@ -41,7 +41,9 @@ def train(
     ema: Annotated[
         float | None, typer.Option(help="Keep, evaluate and save an exponential moving average of the weights.")
     ] = None,
-    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (fast on CPUs with AMX/avx512_bf16).")] = False,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bf16 autocast: faster where the CPU has native bf16 (avx512_bf16, amx_bf16)")
+    ] = False,
     seed: int = 42,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps instead of each epoch.")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Save resumable state every N steps.")] = None,

@@ -32,21 +32,25 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
                  0.995, 0.999, 1.0)  # fmt: skip
 _BOUNDS = np.array(SCORE_BUCKETS, dtype=np.float64)
 
-# Where else the counts go as they are taken (the Ray Serve deployment's ray.serve.metrics): the model's name, and
-# per text its top label's index and score.
-Forward = Callable[[str, np.ndarray, np.ndarray], None]
+# Where else the counts go as they are taken (in a Ray Serve replica, ray_metrics.py): the model's name, its labels,
+# (labels,) texts per label and (texts,) top scores of this request, and the texts rescored since the last call.
+Forward = Callable[[str, Sequence[str], np.ndarray, np.ndarray, int], None]
 
 
 class LabelCounts:
     """One served model's tallies since the server started."""
 
     def __init__(self, model: str, clf: Classifier, forward: Forward | None = None):
+        """forward: where else the counts go; by default Ray Serve's metrics when this process is a replica."""
+        from textclass.server.ray_metrics import replica_forward
+
         self.model = model
         self.labels = tuple(clf.labels)
         self.function = postprocess.default_function(clf.config.problem_type, len(self.labels))
         self.temperature = clf.temperature
         self._engine = clf.engine
-        self._forward = forward
+        self._forward = forward or replica_forward(SCORE_BUCKETS)
+        self._forwarded_rescored = 0
         self._lock = threading.Lock()
         self.predictions = np.zeros(len(self.labels), dtype=np.int64)  # (labels,) texts whose top label it was
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)  # (buckets + 1,) not cumulative; +Inf last
@@ -64,12 +68,15 @@ class LabelCounts:
         best = scores[np.arange(len(scores)), top].astype(np.float64)  # (texts,)
         # searchsorted "left": the first bound >= the score, as `le` means; a score above 1 (regression) goes to +Inf.
         where = np.searchsorted(_BOUNDS, best, side="left")
+        per_label = np.bincount(top, minlength=len(self.labels))  # (labels,)
         with self._lock:
-            self.predictions += np.bincount(top, minlength=len(self.labels))
+            self.predictions += per_label
             self.buckets += np.bincount(where, minlength=len(self.buckets))
             self.score_sum += float(best.sum())
+            rescored = self.rescored - self._forwarded_rescored
+            self._forwarded_rescored += rescored
         if self._forward is not None:
-            self._forward(self.model, top, best)
+            self._forward(self.model, self.labels, per_label, best, rescored)
 
     def snapshot(self) -> tuple[list[int], list[int], float]:
         """(texts per label, cumulative texts per score bucket with +Inf last, sum of the top scores)."""
