@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -329,37 +330,42 @@ def test_one_token_budget(tiny_checkpoints):
         ("GET", "/info", None), ("POST", "/predict", {"inputs": [[t] for t in texts]}), ("GET", "/metrics", None)
     ])  # fmt: skip
     assert info.json()["max_batch_tokens"] == 64 and predicted.status_code == 200
-    batches = float(re.search(r"^textclass_batch_size_count (\S+)$", metrics.text, re.M).group(1))
-    within = float(re.search(r'^textclass_batch_tokens_bucket\{le="64.0"\} (\S+)$', metrics.text, re.M).group(1))
+    batches = float(re.search(r"^textclass_batch_size_count\{[^}]*\} (\S+)$", metrics.text, re.M).group(1))
+    bucket = r'^textclass_batch_tokens_bucket\{[^}]*le="64.0"[^}]*\} (\S+)$'
+    within = float(re.search(bucket, metrics.text, re.M).group(1))
     assert batches > 2 and within == batches  # every batch the batcher took fits the budget
     assert len(clf.engine.shapes) >= batches and all(rows * width <= 64 for rows, width in clf.engine.shapes)
 
 
 # ---- our own /openapi.json, by schemathesis ----------------------------------------------------------------------
 SCHEMATHESIS_CONFIG = """
-# The served model decides whether it can rerank or do zero-shot (424, TEI's answer too): not the request. How many
-# inputs one request may carry is the operator's setting (--max-client-batch-size; /explain at most 8): over it, 413,
-# as TEI answers, documented on every route.
+# How many inputs one request may carry is the operator's setting (--max-client-batch-size; /explain at most 8), and
+# so is the token bound (--max-request-tokens): over them, 413, as TEI answers, documented on every route. What the
+# served model cannot do is not in its schema, so 424 is not expected of a valid request.
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "424", "429", "5xx"]
+expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]
 """
+# The suite's fixed seed, and one drawn afresh each run: a failure under it is a bug to fix, not a seed to pin.
+SEEDS = pytest.mark.parametrize("seed", [18, random.SystemRandom().randrange(1, 2**31)], ids=["fixed", "random"])
 
 
-def test_schemathesis_finds_nothing(tmp_path):
+@SEEDS
+def test_schemathesis_finds_nothing(tmp_path, seed):
     """Requests generated from /openapi.json (valid and invalid ones, every check) against `textclass serve` with
     the bundled model: no server error, no valid request refused, no invalid one taken, no undocumented status."""
     from textclass.checkpoint.locate import bundled_models
 
-    schemathesis_run(tmp_path, bundled_models()["sentiment-en"], minimum=100)
+    schemathesis_run(tmp_path, bundled_models()["sentiment-en"], seed=seed, minimum=100)
 
 
-def test_schemathesis_on_the_rerank_routes_of_a_cross_encoder(tmp_path, vocab_txt):
-    """The bundled model is a classifier, so the rerank routes answer it 424: here a cross-encoder ranks."""
+@SEEDS
+def test_schemathesis_on_the_rerank_routes_of_a_cross_encoder(tmp_path, vocab_txt, seed):
+    """The bundled model is a classifier, so its schema has no rerank routes: here a cross-encoder ranks."""
     build_checkpoint(tmp_path / "cross-encoder", "bert", vocab_txt, num_labels=1)
-    schemathesis_run(tmp_path, tmp_path / "cross-encoder", "--include-path-regex", "rerank", minimum=50)
+    schemathesis_run(tmp_path, tmp_path / "cross-encoder", "--include-path-regex", "rerank", seed=seed, minimum=50)
 
 
-def schemathesis_run(tmp_path: Path, model: Path, *args: str, minimum: int) -> None:
+def schemathesis_run(tmp_path: Path, model: Path, *args: str, seed: int, minimum: int) -> None:
     """schemathesis against `textclass serve` with `model`; 60 s per request allowed, not 10: on two loaded CPUs
     one /explain with integrated gradients (50 steps on MiniLM) has taken longer, and latency is not checked here."""
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
@@ -370,14 +376,15 @@ def schemathesis_run(tmp_path: Path, model: Path, *args: str, minimum: int) -> N
     try:
         run = subprocess.run(
             [cli, "--config-file", str(tmp_path / "schemathesis.toml"), "--no-color", "run",
-             f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "25", "--seed", "18", "--workers", "1",
-             "--generation-database", "none", "--request-timeout", "60", "--max-response-time", "60", *args],
+             f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "25", "--seed", str(seed),
+             "--workers", "1", "--generation-database", "none", "--request-timeout", "60", "--max-response-time", "60",
+             *args],
             cwd=tmp_path, capture_output=True, text=True, timeout=600,
             env=dict(os.environ, SCHEMATHESIS_HOOKS=str(Path(__file__).with_name("schemathesis_hooks.py"))),
         )  # fmt: skip
     finally:
         code = server.stop()
-    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert run.returncode == 0, f"schemathesis --seed {seed}:\n" + run.stdout[-8000:] + run.stderr[-2000:]
     generated = re.search(r"(\d+) generated", run.stdout)
     assert generated and int(generated.group(1)) > minimum, run.stdout[-2000:]
     assert code == 0, server.log()

@@ -203,7 +203,8 @@ def test_probes_readiness_and_the_schema(tiny_checkpoints):
     assert [r.status_code for r in after] == [200, 200, 401, 401, 200]
     schema = after[-1].json()
     infer_path = schema["paths"]["/v2/models/{name}/infer"]["post"]
-    assert [p["schema"] for p in infer_path["parameters"]] == [{"type": "string", "enum": [NAME]}]
+    # The model's id, and its /models/{name}/ segment (the same model): both name it.
+    assert [p["schema"] for p in infer_path["parameters"]] == [{"type": "string", "enum": [NAME, "reviews"]}]
     assert infer_path["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/InferenceRequest"}  # fmt: skip
     request = schema["components"]["schemas"]["InferenceRequest"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from textclass.checkpoint.tokenizer import Encoded
-from textclass.server.metrics import ServerMetrics
+from textclass.server.metrics import ModelMetrics
 
 log = logging.getLogger("textclass.server")
 
@@ -70,7 +70,7 @@ class Batcher:
         self,
         run: Callable[[list[Encoded]], np.ndarray],
         max_batch_tokens: int,
-        metrics: ServerMetrics | None = None,
+        metrics: ModelMetrics | None = None,
     ):
         self._run = run
         self.max_batch_tokens = max_batch_tokens

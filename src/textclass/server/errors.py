@@ -8,6 +8,7 @@ the fast path, the Gatekeeper, FastAPI's own errors): the HTTP status gives the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,12 +18,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import Send
 
 from textclass.errors import TextclassError
-from textclass.server.schemas import ErrorResponse, ErrorType
+from textclass.server.schemas import NOT_BLANK, ErrorResponse, ErrorType
 
 STATUSES: dict[int, tuple[ErrorType, str]] = {
     400: ("Validation", "The body is not UTF-8 text, or not readable as a request"),
     401: ("Validation", "Missing or wrong API key (when the server has one)"),
-    404: ("Validation", "No such route"),
+    404: ("Validation", "No such route, or no model of that name (the answer lists the names)"),
     405: ("Validation", "The route does not take this method"),
     413: ("Validation", "Too many inputs, a body over the payload limit, or an input too long with truncate=false"),
     422: ("Validation", "Malformed JSON, wrong types or values, or empty inputs"),
@@ -68,7 +69,9 @@ async def send_json(send: Send, status: int, payload: bytes, headers: dict[str, 
     await send({"type": "http.response.body", "body": payload})
 
 
-def add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI, not_found: Callable[[str], str | None] = lambda path: None) -> None:
+    """JSON errors for every fault FastAPI and Starlette raise; `not_found(path)`: a 404's message for that path
+    (a model name that is not served lists the names), None for the usual one."""
     def reply(status: int, message: str, headers: dict[str, str] | None = None, kind: ErrorType | None = None):
         return Response(error_body(message, status, kind), status, headers, media_type="application/json")
 
@@ -78,11 +81,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        if request.url.path.endswith("/predict") and "inputs" in body:
+            problem = tei_inputs_problem(body["inputs"])
+            if problem is not None:
+                return reply(422, problem)
         return reply(422, describe_validation(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return reply(exc.status_code, str(exc.detail), exc.headers)
+        message = not_found(request.url.path) if exc.status_code == 404 else None
+        return reply(exc.status_code, message or str(exc.detail), exc.headers)
 
     @app.exception_handler(TextclassError)
     async def user_error(request: Request, exc: TextclassError) -> Response:
@@ -124,6 +133,10 @@ def describe_validation(errors: Any) -> str:
         elif error.get("type") == "too_short" and error.get("ctx", {}).get("actual_length") == 0 and path == [field]:
             messages[field] = f"{field} must not be empty"
             empty.add(field)
+        elif error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NOT_BLANK:
+            where = field + "".join(f"[{part}]" for part in path[1:] if part.isdigit())
+            messages[field] = f"{where} is empty or only whitespace; every text needs something to classify"
+            empty.add(field)
         elif error.get("type") == "string_pattern_mismatch" and field == "inputs":  # /explain: WordText
             messages[field] = f"inputs: a text with no word in it has no tokens to attribute ({error.get('input')!r})"
             empty.add(field)
@@ -132,6 +145,43 @@ def describe_validation(errors: Any) -> str:
         else:
             messages.setdefault(field, f"{'.'.join(path)}: {error.get('msg')}")
     return "; ".join(messages.values()) or "request body does not match the expected schema"
+
+
+TEI_SHAPES = 'a string, a pair ["text", "text_pair"], or a batch [["text"], ["text", "text_pair"], ...]'
+
+
+def tei_inputs_problem(inputs: Any) -> str | None:
+    """What is wrong with /predict's `inputs`, as TEI reads it: a string is one text; a list starting with a string
+    is one input ([text] or [text, text_pair]); a list starting with a list is a batch of such lists. None when
+    the shape is right (another field, or a blank text, is what failed)."""
+    if isinstance(inputs, str):
+        return None
+    if not isinstance(inputs, list):
+        return f"inputs must be {TEI_SHAPES}; got {_json_kind(inputs)}"
+    if not inputs:
+        return "inputs must not be empty"
+    if isinstance(inputs[0], str):
+        if len(inputs) > 2:
+            return (f"inputs is a list of {len(inputs)} strings, but a list of strings is one input: [text] or a "
+                    'pair [text, text_pair]; send a batch as a list of lists, e.g. [["a"], ["b"], ["c"]]')  # fmt: skip
+        bad = next((i for i, item in enumerate(inputs) if not isinstance(item, str)), None)
+        return None if bad is None else (f"inputs[{bad}] is {_json_kind(inputs[bad])}, but inputs[0] is a string: "
+                                         f"inputs must be {TEI_SHAPES}")  # fmt: skip
+    for index, item in enumerate(inputs):
+        if not isinstance(item, list):
+            return (f"inputs[{index}] is {_json_kind(item)}, but inputs is a batch (it starts with a list): every "
+                    "item must be [text] or [text, text_pair]")  # fmt: skip
+        if not 1 <= len(item) <= 2:
+            return f"inputs[{index}] has {len(item)} strings; in a batch every item is [text] or [text, text_pair]"
+        bad = next((j for j, text in enumerate(item) if not isinstance(text, str)), None)
+        if bad is not None:
+            return f"inputs[{index}][{bad}] must be a string; got {_json_kind(item[bad])}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list", str: "a string"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _type_tag(part: object) -> bool:

@@ -2,14 +2,13 @@
 
 `ProtocolModel` is all they use of a model: its classifier, its admission and shared batches (`infer`), /predict's
 scoring (`scored`), tokenizing (`encode`), its prediction counts and health. The server's own per-model object
-provides these; today app.py builds a `Served` of its functions, so the protocols reuse what the TEI routes do
+(served.ServedModel, one per name in fleet.Fleet) provides these, so the protocols reuse what the TEI routes do
 instead of a second path to the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -41,24 +40,6 @@ class ProtocolModel(Protocol):
     async def scored(
         self, items: list[TextInput], truncate: bool, side: str, function: str, options: LongTextOptions
     ) -> Scored: ...  # /predict's scores, counted in `predictions`
-
-
-@dataclass(frozen=True)
-class Served:
-    """A ProtocolModel made of app.py's functions."""
-
-    name: str
-    model_id: str
-    clf: Classifier
-    predictions: LabelCounts
-    infer: Callable[..., Awaitable[np.ndarray]]
-    encode: Callable[[Sequence[TextInput], bool, str], Awaitable[list[Encoded]]]
-    scored: Callable[[list[TextInput], bool, str, str, LongTextOptions], Awaitable[Scored]]
-    is_healthy: Callable[[], bool]
-
-    @property
-    def healthy(self) -> bool:
-        return self.is_healthy()
 
 
 class ServedModels:

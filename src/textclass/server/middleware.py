@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -18,16 +19,22 @@ from textclass.server.metrics import ServerMetrics
 
 access_log = logging.getLogger("textclass.access")
 # Probes and docs answer without the key: a Kubernetes probe sends none (OIP's /v2/health/* too).
-OPEN_PATHS = ("/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/ui", "/v2/health/live",
-              "/v2/health/ready")  # fmt: skip
+OPEN_PATHS = ("/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui", "/v2/health/live", "/v2/health/ready")
+
+
+def is_open(path: str) -> bool:
+    """Routes without the API key: health (also each model's), metrics, the docs and their files, the playground."""
+    return path in OPEN_PATHS or path.startswith("/docs/") or (path.startswith("/models/") and path.endswith("/health"))
 
 
 class Gatekeeper:
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, payload_limit: int, api_key: str | None):
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, payload_limit: int, api_key: str | None,
+                 model_of: Callable[[str], str] = lambda path: ""):  # fmt: skip
         self.app = app
         self.metrics = metrics
         self.payload_limit = payload_limit
         self.api_key = api_key.encode() if api_key else None
+        self.model_of = model_of  # request path -> the model it is about, for the metrics' model label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +61,7 @@ class Gatekeeper:
     def _refusal(self, scope: Scope) -> tuple[int, bytes, dict[str, str]] | None:
         """(status, JSON error body, headers) when the request must not reach the app."""
         headers = dict(scope["headers"])
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+        if self.api_key is not None and not is_open(scope["path"]):
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
                 message = "missing or wrong API key; send the header `Authorization: Bearer <key>`"
@@ -88,7 +95,7 @@ class Gatekeeper:
         route = scope.get("route")
         # The route's template, not the raw path, keeps the metric's label set small.
         name = getattr(route, "path", None) or "unmatched"
-        self.metrics.observe_request(name, scope["method"], status, seconds)
+        self.metrics.observe_request(self.model_of(scope["path"]), name, scope["method"], status, seconds)
         if not access_log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import sys
@@ -79,11 +80,27 @@ class _Listener(logging.handlers.QueueListener):
         logging.getLogger().handlers[:] = list(self.handlers)
 
 
+_LISTENER: list[logging.handlers.QueueListener] = []  # so that a forced exit still writes what is queued
+
+
 def serve(settings: ServerSettings) -> None:
     """Load the model, then serve until SIGTERM/SIGINT; in-flight requests are answered before exit."""
     listener = configure_logging(access_log=settings.access_log)
+    _LISTENER[:] = [listener]
     try:
         _serve(settings)
+    finally:
+        listener.stop()
+
+
+def serve_ray(settings: ServerSettings, ray_settings: object) -> None:
+    """`--engine ray`: the same app as a Ray Serve deployment (ray_serve.py), logged as the local server logs."""
+    from textclass.server.ray_serve import serve_on_ray
+
+    listener = configure_logging(access_log=settings.access_log)
+    _LISTENER[:] = [listener]
+    try:
+        serve_on_ray(settings, ray_settings)  # type: ignore[arg-type]
     finally:
         listener.stop()
 
@@ -91,29 +108,21 @@ def serve(settings: ServerSettings) -> None:
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from textclass.classifier import Classifier
     from textclass.server.app import create_app
-    from textclass.server.settings import model_name
+    from textclass.server.loading import load_models
+    from textclass.server.threads import lingering_threads
 
     log.info(json.dumps({"event": "config", **settings.public()}))
-    started = time.perf_counter()
-    clf = Classifier.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype,
-                                     backend=settings.backend, max_batch_tokens=settings.max_batch_tokens)  # fmt: skip
-    clf.run([])  # a bare encoder without a head fails here, with its message, not at the first request
-    log.info(json.dumps({
-        "event": "model_loaded", "model_id": settings.model_id or model_name(clf.folder), "folder": str(clf.folder),
-        "family": clf.config.family, "labels": list(clf.labels), "device": clf.device, "precision": clf.precision,
-        "max_batch_tokens": clf.max_batch_tokens, "max_input_length": clf.tokenizer.model_max_length,
-        "seconds": round(time.perf_counter() - started, 2),
-    }))  # fmt: skip
-    app = create_app(clf, settings)
+    app = create_app(load_models(settings), settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep our JSON handler
         access_log=False,  # the Gatekeeper writes structured access logs
-        timeout_graceful_shutdown=settings.graceful_timeout,
+        # The Guard answers what is still running after --graceful-timeout (503) and uvicorn's wait then ends; this
+        # is only the backstop should a response not finish sending.
+        timeout_graceful_shutdown=settings.graceful_timeout + 3,
         # uvicorn's 5 s default closes pooled client connections that sit idle behind a slow batch, and a
         # request sent just then fails on the client (ReadError); seen under load in bench/load.py.
         timeout_keep_alive=60,
@@ -124,7 +133,26 @@ def _serve(settings: ServerSettings) -> None:
     # Ctrl-C during the model load still interrupts.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(config, app.state.guard)
     server.run()
     if not server.started:  # the warm-up batch failed: uvicorn logged why and returned without serving
         raise TextclassError("the server did not start; see the log above")
+    left = lingering_threads()
+    if left:  # a library's worker still running: nothing may keep a stopped server alive
+        log.warning(json.dumps({"event": "exit_with_threads_running", "threads": left}))
+        for listener in _LISTENER:
+            listener.stop()  # write what is queued: os._exit skips the usual clean-up
+        os._exit(0)
+
+
+def _uvicorn_server(config: Any, guard: list) -> Any:
+    """uvicorn's Server, telling the Guard when a stop signal arrives (it starts the grace period's clock)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if guard:
+                guard[0].begin_drain()
+            super().handle_exit(sig, frame)
+
+    return Server(config)

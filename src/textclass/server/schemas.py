@@ -31,6 +31,10 @@ def _whole(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# The whitespace str.strip() removes, spelled out so that every regex engine (pydantic's, Python's, a client's) agrees.
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 # JSON Schema's integers: 3 and 3.0 (not "3", not true); strict pydantic alone would refuse 3.0. Bounds go
 # inside the Annotated, before the validator, or the schema would not state them.
 _WHOLE = BeforeValidator(_whole)
@@ -39,14 +43,19 @@ PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
 NonNegativeInteger = Annotated[int, Field(ge=0), _WHOLE]
 NonEmpty = Annotated[list[str], Field(min_length=1)]
 WordText = Annotated[str, Field(pattern=r"\w")]  # holds a word character, so every tokenizer gives it a token
-# One TEI input: [text] or a pair [text, text_pair].
-Sequence = Annotated[list[str], Field(min_length=1, max_length=2)]
 # What tokenizers can decode: u32 ids (larger or negative ones cannot be passed to it).
 TokenId = Annotated[int, Field(ge=0, le=2**32 - 1), _WHOLE]
 
+# A text to classify holds a character that is not whitespace (str.strip()'s): an empty or blank text is a 422 that
+# names its index (TEI refuses empty inputs too).
+NOT_BLANK = f"[^{_SPACE}]"
+Text = Annotated[str, Field(pattern=NOT_BLANK)]
+Texts = Annotated[list[Text], Field(min_length=1)]
+# One TEI input: [text] or a pair [text, text_pair].
+Sequence = Annotated[list[Text], Field(min_length=1, max_length=2)]
+
 # "a, b,c": 1 to MAX_CANDIDATE_LABELS labels; blank ones are skipped (tasks.parse_candidate_labels). The
 # whitespace is str.strip()'s, spelled out so that every regex engine (pydantic's, Python's, a client's) agrees.
-_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _BLANK, _LABEL = f"[{_SPACE}]*", f"[{_SPACE}]*[^,{_SPACE}][^,]*"
 LABEL_LIST = f"^(?:{_BLANK},)*{_LABEL}(?:(?:,{_BLANK})*,{_LABEL}){{0,{MAX_CANDIDATE_LABELS - 1}}}(?:,{_BLANK})*$"
 CandidateLabels = (
@@ -80,7 +89,7 @@ class LongTextOptions(BaseModel):
     stride: Annotated[int, Field(ge=0), _WHOLE] | None = Field(
         default=None,
         description="Chunk: tokens neighbouring windows share, smaller than a window's text tokens (default: an "
-        "eighth of them). Ignored with truncate.",
+        "eighth of them; the maximum stated is the longest window's). Ignored with truncate.",
     )
     aggregate: Literal["mean", "max", "first"] = Field(default="mean", description="Chunk: combining windows' scores.")
 
@@ -112,7 +121,7 @@ class ClassifyParameters(Request, LongTextOptions):
 
 
 class ClassifyRequest(Request):
-    inputs: str | NonEmpty = Field(examples=["I've been waiting for a HuggingFace course my whole life."])
+    inputs: Text | Texts = Field(examples=["I've been waiting for a HuggingFace course my whole life."])
     parameters: ClassifyParameters = Field(default_factory=ClassifyParameters)
 
 
@@ -132,7 +141,7 @@ class TeiOptions(Request):
 
 
 class PredictRequest(TeiOptions, LongTextOptions):
-    inputs: str | Sequence | Annotated[list[Sequence], Field(min_length=1)] = Field(
+    inputs: Text | Sequence | Annotated[list[Sequence], Field(min_length=1)] = Field(
         description='"text", ["text"], ["text", "text_pair"], or a batch [["text"], ["text", "text_pair"], ...]',
         examples=["What is Deep Learning?"],
     )
@@ -141,8 +150,8 @@ class PredictRequest(TeiOptions, LongTextOptions):
 class RerankRequest(TeiOptions):
     """A cross-encoder scores each (query, text) pair; raw_scores: the logit instead of its sigmoid."""
 
-    query: str = Field(examples=["What is Deep Learning?"])
-    texts: NonEmpty = Field(examples=[["Deep Learning is a kind of machine learning.", "Cheese is made of milk."]])
+    query: Text = Field(examples=["What is Deep Learning?"])
+    texts: Texts = Field(examples=[["Deep Learning is a kind of machine learning.", "Cheese is made of milk."]])
     return_text: bool = Field(default=False, description="Echo each text in its result.")
 
 
@@ -167,7 +176,7 @@ def _sequence(item: list[str]) -> TextInput:
 
 # ---- POST /tokenize and /decode (TEI) ---------------------------------------------------------------
 class TokenizeRequest(Request):
-    inputs: str | NonEmpty
+    inputs: Text | Texts
     add_special_tokens: bool = True
 
 
@@ -188,6 +197,16 @@ class DecodeRequest(Request):
 class ClassifierModel(BaseModel):
     id2label: dict[str, str]
     label2id: dict[str, int]
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="Its routes are under /models/{name}/.")
+    model_id: str
+    family: str
+    labels: list[str]
+    tasks: list[str] = Field(description="classify, explain, tokenize; rerank and zero-shot where the model can.")
+    precision: str = Field(description="The mode the model runs in.")
+    device: str
 
 
 class Info(BaseModel):
@@ -213,6 +232,12 @@ class Info(BaseModel):
     payload_limit: int
     precision: str = Field(description='What runs the model, e.g. "onnx-int8" (per-row int8) or "onnx-float32".')
     precision_reason: str = Field(description="Why that mode runs on this machine, decided once at load.")
+    max_request_tokens: int = Field(
+        ge=0, description="Tokens of model work one request may ask for: texts, windows, pairs, explain's variants."
+    )
+    request_timeout: float = Field(ge=0, description="Seconds a request may take before it is answered 503.")
+    name: str = Field(description="The model's name in /models/{name}/.")
+    models: list[ModelSummary] = Field(description="Every model this server serves; the first is also at the root.")
 
 
 # ---- POST /explain -------------------------------------------------------------------------------------------
