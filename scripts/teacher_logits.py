@@ -7,12 +7,16 @@ OUT_DIR/sentiment_teacher_rows.npy, int32 (rows,): each row's key, its train.tsv
 after the header, from SPLIT_DIR/rows.json) or -1 - i for built sentence i. scripts/distill_data.py turns them
 back into the student's training file, so the student trains again without the teacher.
 torch bf16 where the CPU has native bf16 (by its flags), else fp32; teacher and student read at most 64 tokens.
+Resumable: rows are scored in chunks of 4,096, each saved as it is done (OUT_DIR/*.partial.npy, with the texts'
+sha256 beside it); run again after a kill and it goes on from the last chunk, with the same result.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +24,9 @@ import numpy as np
 
 from textclass import Classifier
 from textclass.runtime.cpu import emulated_bf16
+
+# Rows per saved step; a batch's neighbours are fixed by its chunk, so resumed logits are the same.
+CHUNK = int(os.environ.get("TEACHER_CHUNK", 4096))
 
 
 def texts_of(path: Path) -> list[str]:
@@ -41,11 +48,25 @@ def main() -> None:
     dtype = "fp32" if emulated_bf16() else "bf16"
     teacher = Classifier.from_pretrained(args.teacher, backend="torch", dtype=dtype)
     order = [teacher.labels.index(name) for name in ("NEGATIVE", "POSITIVE")]
-    began = time.perf_counter()
-    logits = teacher.logits(fit + built, max_length=args.max_length)[:, order].astype(np.float32)
+    texts = fit + built
     args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "sentiment_teacher_logits.partial.npy"
+    stamp = partial.with_suffix(".json")
+    inputs = {"texts_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "teacher": str(args.teacher)}
+    same = stamp.is_file() and partial.is_file() and json.loads(stamp.read_text()) == inputs
+    logits = np.load(partial) if same else np.empty((0, 2), dtype=np.float32)
+    stamp.write_text(json.dumps(inputs))
+    began = time.perf_counter()
+    for start in range(len(logits), len(texts), CHUNK):
+        chunk = teacher.logits(texts[start : start + CHUNK], max_length=args.max_length)[:, order]
+        logits = np.concatenate([logits, chunk.astype(np.float32)])  # (rows done, 2)
+        np.save(args.out / "partial.tmp.npy", logits, allow_pickle=False)
+        os.replace(args.out / "partial.tmp.npy", partial)  # a kill leaves the old chunks or the new, never half
+        print(f"{len(logits)} of {len(texts)} rows, {time.perf_counter() - began:.0f} s", flush=True)
     np.save(args.out / "sentiment_teacher_logits.npy", logits, allow_pickle=False)
     np.save(args.out / "sentiment_teacher_rows.npy", np.asarray(keys, dtype=np.int32), allow_pickle=False)
+    partial.unlink(missing_ok=True)
+    stamp.unlink()
     print(f"teacher ({dtype}): logits for {len(fit)} fit rows and {len(built)} built sentences in "
           f"{time.perf_counter() - began:.0f} s -> {args.out}")  # fmt: skip
 

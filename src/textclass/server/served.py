@@ -22,6 +22,7 @@ from textclass.server.errors import ApiError
 from textclass.server.label_metrics import LabelCounts
 from textclass.server.metrics import ModelMetrics
 from textclass.server.schemas import LongTextOptions
+from textclass.server.settings import DEFAULT_MAX_REQUEST_TOKENS
 from textclass.server.threads import in_thread
 from textclass.tasks import chunking
 from textclass.tasks.rerank import require_cross_encoder
@@ -37,7 +38,7 @@ class Limits:
     """What one request to this model may ask for (the CLI's options; /info shows them)."""
 
     max_client_batch_size: int = 32
-    max_request_tokens: int = 65_536
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
     max_concurrent_requests: int = 512
 
     @property
