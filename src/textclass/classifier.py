@@ -120,6 +120,9 @@ class Classifier:
     ) -> list[Encoded]:
         """Tokenize inputs for `run`; without truncation, an input over the model's limit is an error."""
         items, _ = normalise_inputs(inputs)
+        if truncation and truncation_side == "right":  # what truncation cuts off is never tokenized
+            limit = self.tokenizer.model_max_length if max_length is None else max_length
+            items = [chunking.truncation_prefix(self.tokenizer, i, limit) if isinstance(i, str) else i for i in items]
         encoded = self.tokenizer.encode_batch(
             items, truncation=truncation, max_length=max_length, truncation_side=truncation_side
         )
