@@ -201,10 +201,8 @@ def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str
     started = time.perf_counter()
     logits = clf.logits(texts)
     rate = len(texts) / (time.perf_counter() - started)
-    # The scores the server reports: postprocess.apply with the checkpoint's calibration temperature, as clf() does.
-    function = postprocess.default_function(clf.config.problem_type, clf.config.num_labels)
-    scores = postprocess.apply(logits, function, clf.temperature)
-    ranked = [postprocess.rank(row, clf.labels, None) for row in scores]
+    # As the server answers: Classifier.scores applies the model's calibration temperature, then its function.
+    ranked = [postprocess.rank(row, clf.labels, None) for row in clf.scores(logits)]
     return rate, dict(zip(texts, ranked))
 
 

@@ -71,3 +71,16 @@ class LiveServer:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+def without_fast_path(app):
+    """The same app's middleware stack built without FastPath (its routes then reach FastAPI)."""
+    from textclass.server.fastpath import FastPath
+
+    kept = [m for m in app.user_middleware if m.cls is not FastPath]
+    assert len(kept) == len(app.user_middleware) - 1
+    original, app.user_middleware = app.user_middleware, kept
+    try:
+        return app.build_middleware_stack()
+    finally:
+        app.user_middleware = original

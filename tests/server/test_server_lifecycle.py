@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import CORPUS
-from serverutil import LiveServer
+from serverutil import LiveServer, without_fast_path
 from textclass.checkpoint.tokenizer import Encoded
 from textclass.classifier import Classifier
 from textclass.server.batcher import ROUND_BATCHES, Batcher, BatchFailed
@@ -189,7 +189,7 @@ def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints, monkeypat
             full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
             # The same middleware stack without FastPath: these requests reach the FastAPI routes.
             declared = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=_without_fast_path(app)), base_url="http://app"
+                transport=httpx.ASGITransport(app=without_fast_path(app)), base_url="http://app"
             )
             out = []
             async with full, declared:
@@ -212,19 +212,6 @@ def test_fast_path_answers_as_the_declared_routes_do(tiny_checkpoints, monkeypat
             assert float(fast.headers["x-total-time"]) >= 0, case
         else:
             assert fast.json() == slow.json(), case
-
-
-def _without_fast_path(app):
-    """The same app's middleware stack built without FastPath (its routes then reach FastAPI)."""
-    from textclass.server.fastpath import FastPath
-
-    kept = [m for m in app.user_middleware if m.cls is not FastPath]
-    assert len(kept) == len(app.user_middleware) - 1
-    original, app.user_middleware = app.user_middleware, kept
-    try:
-        return app.build_middleware_stack()
-    finally:
-        app.user_middleware = original
 
 
 # ---- graceful shutdown of a loaded server -----------------------------------------------------------
