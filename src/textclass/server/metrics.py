@@ -44,8 +44,8 @@ class ServerMetrics:
             "textclass_queue_size", "Texts waiting for the model", ("model",), registry=self.registry
         )
         self.batch_size = Histogram(
-            "textclass_batch_size", "Texts per model call (one round of the batcher)", ("model",), buckets=_POWERS_OF_TWO,
-            registry=self.registry,
+            "textclass_batch_size", "Texts per model call (one round of the batcher)", ("model",),
+            buckets=_POWERS_OF_TWO, registry=self.registry,
         )  # fmt: skip
         self.batch_tokens = Histogram(
             "textclass_batch_tokens",
