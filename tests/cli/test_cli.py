@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from clikit import assert_clean_error
 from textclass.cli.app import app
 
 runner = CliRunner()
@@ -18,15 +19,6 @@ runner = CliRunner()
 
 def run(*args: str, stdin: str | bytes | None = None):
     return runner.invoke(app, list(args), input=stdin)
-
-
-def assert_clean_error(result, fragment: str):
-    assert result.exit_code != 0
-    err = result.stderr if result.stderr_bytes is not None else result.output
-    assert "Traceback" not in result.output and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
 
 
 def test_classify_formats(tiny_checkpoints):

@@ -143,8 +143,11 @@ def test_classify_input_file(model, content, suffix, verbose):
 COLUMN = st.sampled_from(["text", "sentence", "label", "id"])
 
 
+OUTPUTS = st.sampled_from(["out.jsonl"] * 3 + ["out.parquet", "out.csv", "out"])
+
+
 @FUZZ
-@given(content=file_bytes(), suffix=SUFFIXES, out=st.sampled_from(["out.jsonl"] * 3 + ["out.parquet", "out.csv", "out"]),
+@given(content=file_bytes(), suffix=SUFFIXES, out=OUTPUTS,
        chosen=options(option("--text-column", COLUMN), option("--id-column", COLUMN),
                       option("--chunk-rows", small(1, 5), BAD_NUMBERS), option("--top-k", small(0, 3), BAD_NUMBERS),
                       option("--engine", st.just("local")), *LONG_TEXT))  # fmt: skip  (Ray's start takes seconds)

@@ -117,6 +117,21 @@ def test_huge_fields_and_lines(tmp_path):
     assert rows_of(tmp_path / "big.jsonl", {"text": "text"})[0].values["text"] == big
 
 
+def test_lines_longer_than_a_block(tmp_path, monkeypatch):
+    """Lines are cut the same whatever the read size: a 7-byte block splits BOMs, CRLFs and every line."""
+    from textclass.fileio import tables
+
+    (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps({"text": "x" * n}).encode() + b"\r\n"
+                                                              for n in (0, 5, 40, 300)))  # fmt: skip
+    (tmp_path / "d.txt").write_bytes("\ufeffone\r\n\ntwo\u2028three\n".encode() + b"y" * 100)
+    expected = {name: [r.values["text"] for r in rows_of(tmp_path / name, {"text": "text"})]
+                for name in ("d.jsonl", "d.txt")}  # fmt: skip
+    assert expected == {"d.jsonl": ["", "x" * 5, "x" * 40, "x" * 300], "d.txt": ["one", "two", "three", "y" * 100]}
+    monkeypatch.setattr(tables, "BLOCK_BYTES", 7)
+    for name, texts in expected.items():
+        assert [r.values["text"] for r in rows_of(tmp_path / name, {"text": "text"})] == texts
+
+
 def test_read_lines():
     assert read_lines(b"\xef\xbb\xbfa\n\n  \nb\r\nc", "f") == (["a", "b", "c"], 2)
     for raw, message in [(b"", "is empty"), (b"\n \n", "its 2 lines are blank"), (b"caf\xe9", "not UTF-8 text"),

@@ -36,7 +36,7 @@ def test_a_100k_word_request_is_refused_at_once_by_default_and_answered_in_secon
         answered_in = time.perf_counter() - started
     finally:
         codes = default.stop(), admitted.stop()
-    assert refused.status_code == 413 and "65,536" in refused.json()["error"], refused.text
+    assert refused.status_code == 413 and "16,384" in refused.json()["error"], refused.text
     assert refused_in < 5, refused_in
     assert answered.status_code == 200, answered.text
     windows = answered.json()[0][0]["windows"]

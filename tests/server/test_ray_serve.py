@@ -5,6 +5,7 @@ killed with SIGKILL replaced while every later request is answered, and a clean 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,18 @@ from textclass.cli.app import app as cli_app
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'textclass[ray]'")
 REPLICA_TITLE = "ray::ServeReplica:textclass:textclass"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """`textclass serve` run in this process sets its JSON logging on the root logger (a handler on CliRunner's
+    stderr, closed after the call, and the root at INFO); the tests after these must not inherit it: CLI tests that
+    expect one stderr line got a "--- Logging error ---" traceback instead."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_ray_engine_bad_input_is_one_line(monkeypatch, tiny_checkpoints):

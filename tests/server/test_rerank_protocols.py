@@ -9,10 +9,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from test_server_lifecycle import _without_fast_path
 
 from conftest import CORPUS, build_checkpoint
-from serverutil import LiveServer
+from serverutil import LiveServer, without_fast_path
 from textclass.classifier import Classifier
 from textclass.server.app import create_app
 from textclass.server.settings import ServerSettings
@@ -178,7 +177,7 @@ def test_fast_path_answers_as_the_declared_routes(cross_encoder):
     async def both() -> list[tuple[httpx.Response, httpx.Response]]:
         async with app.router.lifespan_context(app):
             full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
-            declared = httpx.AsyncClient(transport=httpx.ASGITransport(app=_without_fast_path(app)),
+            declared = httpx.AsyncClient(transport=httpx.ASGITransport(app=without_fast_path(app)),
                                          base_url="http://app")  # fmt: skip
             async with full, declared:
                 return [(await full.post(p, json=b), await declared.post(p, json=b)) for p, b in bodies]

@@ -58,13 +58,32 @@ def test_leading_encoding_is_the_texts_own_start(pieces, tokens, name):
     tokenizer = TOKENIZERS[name]
     text = "".join(piece + glue for piece, glue in pieces)
     full = tokenizer.encodings([text], False)[0]
-    encoding, trusted = leading_encoding(tokenizer, text, tokens)
+    encoding, trusted, _ = leading_encoding(tokenizer, text, tokens)
     assert trusted > tokens or trusted == len(full.ids)
     assert encoding.ids[:trusted] == full.ids[:trusted]
     assert encoding.offsets[:trusted] == full.offsets[:trusted]
     assert encoding.type_ids[:trusted] == full.type_ids[:trusted]
     assert chunking.cut_points(text, encoding, trusted) == tuple(
         [p for p in points if p < trusted] for points in chunking.cut_points(text, full))
+    # Truncation reads the prefix as it reads the whole text (tokens + 2: the limit, special tokens included).
+    limit = tokens + 2
+    prefix = chunking.truncation_prefix(tokenizer, text, limit)
+    assert text.startswith(prefix)
+    assert tokenizer.encode_batch([prefix], max_length=limit) == tokenizer.encode_batch([text], max_length=limit)
+
+
+def test_truncation_tokenizes_only_what_it_reads(clf, monkeypatch):
+    text = document(200_000)  # ~1.2 MB, truncated at 64 tokens
+    expected = clf.tokenizer.encode_batch([text])
+    seen = []
+    encode_batch, encodings = clf.tokenizer.encode_batch, clf.tokenizer.encodings
+    monkeypatch.setattr(clf.tokenizer, "encode_batch", lambda texts, **kw: seen.extend(map(len, texts))
+                        or encode_batch(texts, **kw))  # fmt: skip
+    monkeypatch.setattr(clf.tokenizer, "encodings", lambda texts, add_special_tokens=True: seen.extend(map(len, texts))
+                        or encodings(texts, add_special_tokens))  # fmt: skip
+    assert clf.encode([text, "short"]) == [*expected, *encode_batch(["short"])]
+    assert sum(seen) < 5_000, seen  # characters tokenized, of 1.2 million
+    assert clf.encode([text], truncation_side="left") == clf.tokenizer.encode_batch([text], truncation_side="left")
 
 
 def test_cutting_reads_each_token_list_once(clf):

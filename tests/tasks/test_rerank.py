@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from test_cli import assert_clean_error
-from test_server_lifecycle import _without_fast_path
 from typer.testing import CliRunner
 
+from clikit import assert_clean_error
 from conftest import CORPUS, build_checkpoint
-from serverutil import LiveServer
+from serverutil import LiveServer, without_fast_path
 from textclass.classifier import Classifier
 from textclass.cli.app import app as cli_app
 from textclass.errors import InputError
@@ -169,7 +168,7 @@ def fast_and_declared(folder: Path, path: str, bodies: list[dict], monkeypatch) 
     async def both() -> list[tuple[httpx.Response, httpx.Response, bool]]:
         async with app.router.lifespan_context(app):
             full = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
-            declared = httpx.AsyncClient(transport=httpx.ASGITransport(app=_without_fast_path(app)),
+            declared = httpx.AsyncClient(transport=httpx.ASGITransport(app=without_fast_path(app)),
                                          base_url="http://app")  # fmt: skip
             out = []
             async with full, declared:

@@ -8,10 +8,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-from test_cli import assert_clean_error
 from test_rerank import fast_and_declared
 from typer.testing import CliRunner
 
+from clikit import assert_clean_error
 from conftest import CORPUS, build_checkpoint
 from serverutil import LiveServer
 from textclass.classifier import Classifier

@@ -180,7 +180,7 @@ def inspect(
         from textclass.checkpoint import open_checkpoint
         from textclass.checkpoint.describe import describe
         from textclass.checkpoint.locate import resolve_model
-        from textclass.runtime.precision import default_precision
+        from textclass.runtime.load import default_precision
 
         checkpoint = open_checkpoint(resolve_model(model))
         info = {**describe(checkpoint.folder), **default_precision(checkpoint)}
@@ -260,6 +260,10 @@ app.command("explain")(explain_command.explain)
 from textclass.cli import check as check_command  # noqa: E402
 
 app.command("check")(check_command.check)
+
+from textclass.cli import cache as cache_command  # noqa: E402
+
+app.add_typer(cache_command.app, name="cache")
 
 
 def main() -> None:

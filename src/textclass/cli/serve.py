@@ -38,7 +38,7 @@ def serve(
         int,
         typer.Option(
             help="Tokens of model work one request may ask for, over its texts, windows, pairs and explain's "
-            "variants (more: 413, before any model work) (default: 65536).",
+            "variants (more: 413, before any model work) (default: 16384).",
             min=1,
         ),
     ] = DEFAULT_MAX_REQUEST_TOKENS,

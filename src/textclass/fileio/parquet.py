@@ -29,11 +29,11 @@ def column_type(path: str, column: str) -> pa.DataType:
 
 
 def parquet_rows(
-    path: str, wanted: dict[str, str], skip: int, text_roles: Collection[str], source: Any = None
+    path: str, wanted: dict[str, str], skip: int, text_roles: Collection[str]
 ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     """(row number, values by role, error) from row `skip` on."""
     try:
-        parquet = pq.ParquetFile(source or path)
+        parquet = pq.ParquetFile(path)
         # Resuming: whole row groups before `skip` are never read; the first one needed is sliced.
         groups, number = [], 0
         for index in range(parquet.num_row_groups):

@@ -22,7 +22,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from textclass.errors import InputError
 from textclass.extras import MissingExtra, installed
@@ -31,7 +31,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", 
            ".parquet": "parquet", ".pq": "parquet", ".txt": "lines", ".text": "lines"}  # fmt: skip
 TEXT_COLUMNS = ("text", "sentence")  # tried in order when no column is named
 BLOCK_BYTES = 1 << 20
-Source = str | Path | IO[bytes]
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -131,34 +130,32 @@ def records(
     skip: int = 0,
     text_roles: Collection[str] = ("text",),
     lenient_roles: Collection[str] = (),
-    source: Source | None = None,
     on_bytes: Any = None,
 ) -> Iterator[Record]:
     """The rows from number `skip` on, with values by role (`columns`: role -> column name; None leaves it out).
 
     text roles hold text: invalid UTF-8 or (JSON) a value that is not a string is the row's error, and Parquet
     numbers become their text. lenient roles (ids) never fail a row: bad bytes become U+FFFD, JSON values their
-    JSON. Other roles (labels) come as read. `source` overrides the path (an open binary file); `on_bytes` is told
-    how far into a text file reading has got."""
+    JSON. Other roles (labels) come as read. `on_bytes` is told how far into a text file reading has got."""
     wanted = {role: name for role, name in columns.items() if name is not None}
     if table.format == "parquet":
         from textclass.fileio.parquet import parquet_rows
 
-        for number, values, error in parquet_rows(table.path, wanted, skip, text_roles, source):
+        for number, values, error in parquet_rows(table.path, wanted, skip, text_roles):
             yield Record(number, values, error)
         return
     if table.format in ("jsonl", "json"):
-        parsed = _jsonl_records(_lines(source or table.path, on_bytes)) if table.format == "jsonl" else (
+        parsed = _jsonl_records(_lines(table.path, on_bytes)) if table.format == "jsonl" else (
             (row, None) for row in _json_array(table.path))  # fmt: skip
         for number, (row, error) in enumerate(parsed):
             if number >= skip:
                 yield _json_record(number, row, error, wanted, text_roles, lenient_roles)
         return
     if table.format == "lines":
-        rows: Iterator[list[str]] = ([line] for line in _text_lines(source or table.path, on_bytes) if line.strip())
+        rows: Iterator[list[str]] = ([line] for line in _text_lines(table.path, on_bytes) if line.strip())
         header: Sequence[str] = ("text",)
     else:
-        rows = _csv_rows(source or table.path, table.format, on_bytes)
+        rows = _csv_rows(table.path, table.format, on_bytes)
         header = next(rows, [])
     positions = {role: header.index(name) for role, name in wanted.items() if name in header}
     number = -1
@@ -192,56 +189,47 @@ def read_lines(raw: bytes, source: str) -> tuple[list[str], int]:
 
 
 # ---- text formats --------------------------------------------------------------------------------------------
-def _csv_rows(source: Source, fmt: str, on_bytes: Any = None) -> Iterator[list[str]]:
+def _csv_rows(path: str, fmt: str, on_bytes: Any = None) -> Iterator[list[str]]:
     """Rows of fields, blank lines skipped. TSV is split on tabs only, as GLUE files need: they are unquoted and
     hold stray quote characters (a field starting with one would swallow the rows up to the next)."""
     csv.field_size_limit(2**31 - 1)  # the default 128 KiB: a long document is one field
     dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {"delimiter": ","}
-    binary = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
-    owned = binary is not source
-    # newline="": line breaks inside quoted fields stay in the field, as the csv module expects.
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    try:
+    with open(path, "rb") as binary:
+        # newline="": line breaks inside quoted fields stay in the field, as the csv module expects.
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
         for count, fields in enumerate(csv.reader(text, **dialect)):
             if fields:
                 yield fields
             if on_bytes is not None and count % 1024 == 0:
                 on_bytes(binary.tell())
-    finally:
-        if owned:
-            text.close()
-        else:
-            text.detach()  # the caller's file stays open
 
 
-def _text_lines(source: Source, on_bytes: Any) -> Iterator[str]:
-    for line in _lines(source, on_bytes):
-        yield line.decode("utf-8", "surrogateescape").removesuffix("\r")
+def _text_lines(path: str, on_bytes: Any) -> Iterator[str]:
+    """Lines as str.splitlines() cuts them (as `classify --input` reads a file), streamed."""
+    for line in _lines(path, on_bytes):
+        yield from line.decode("utf-8", "surrogateescape").splitlines()
 
 
-def _lines(source: Source, on_bytes: Any = None) -> Iterator[bytes]:
-    """Lines without their newline, read in 1 MiB blocks (pyarrow's NativeFile has no readline); a UTF-8 BOM at
-    the start is skipped."""
-    stream = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
-    try:
-        position, rest = 0, b""
-        while True:
-            block = stream.read(BLOCK_BYTES)
-            if not block:
-                break
+def _lines(path: str, on_bytes: Any = None) -> Iterator[bytes]:
+    """Lines without their newline, read in 1 MiB blocks; a UTF-8 BOM at the start is skipped. A line longer than
+    a block is gathered in pieces and joined once: linear, however long."""
+    with open(path, "rb") as stream:
+        position, pending = 0, []  # pending: the pieces of a line not ended yet
+        while block := stream.read(BLOCK_BYTES):
             if position == 0:
                 block = block.removeprefix(b"\xef\xbb\xbf")
             position += len(block)
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
-            yield from lines
+            *ended, rest = block.split(b"\n")
+            if ended:
+                ended[0] = b"".join([*pending, ended[0]])
+                pending = []
+                yield from ended
+            pending.append(rest)
             if on_bytes is not None:
                 on_bytes(position)
-        if rest:
-            yield rest
-    finally:
-        if stream is not source:
-            stream.close()
+        tail = b"".join(pending)
+        if tail:
+            yield tail
 
 
 def _utf8_error(value: str) -> str | None:

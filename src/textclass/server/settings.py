@@ -10,11 +10,11 @@ from typing import Any
 from textclass.errors import InputError
 
 # Tokens of model work one request may ask for: its texts (as truncated), windows (long_text "chunk"), zero-shot
-# and rerank pairs, explain's variants (and integrated gradients' texts × steps). 65,536 admits every request the
-# other defaults allow without chunking (32 texts × 512 tokens = 16,384) four times over, or a ~50,000-word
-# document in 512-token windows; on a 2-core CPU that is seconds of a MiniLM-size model and about half a minute of
-# a base-size one, within the request timeout below.
-DEFAULT_MAX_REQUEST_TOKENS = 65_536
+# and rerank pairs, explain's variants (and integrated gradients' texts × steps). 16,384 is the largest request the
+# other defaults admit without chunking (32 texts × 512 tokens), or a ~12,000-word document in 512-token windows.
+# Measured on 2 cores (bench/serve_models.py): 65,536 tokens took 7 s of the bundled MiniLM but over 60 s of a
+# base-size model (MPNet), past the request timeout; a quarter of that stays within it.
+DEFAULT_MAX_REQUEST_TOKENS = 16_384
 # A request still running after this many seconds is answered 503 and its queued work dropped: long enough for the
 # largest request the token limit admits on a small CPU with a base-size model, short enough that a stuck client
 # or an unexpected slow path frees the server within a minute (TEI and most proxies default to 60 s as well).
