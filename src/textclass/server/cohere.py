@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from textclass.errors import InputError
 from textclass.server.errors import ApiError, documented
 from textclass.server.lookup import ProtocolModel, ServedModels
-from textclass.server.schemas import PositiveInteger, Request
+from textclass.server.schemas import PositiveInteger, Request, Text
 from textclass.tasks.rerank import rank_texts, require_cross_encoder, rerank_pairs
 
 Handler = Callable[[Any], Awaitable[tuple[Any, dict[str, str]]]]  # fastpath.py's route function
@@ -45,13 +45,13 @@ class TextDocument(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    text: str = Field(examples=["Carson City is the capital city of Nevada."])
+    text: Text = Field(examples=["Carson City is the capital city of Nevada."])
 
 
 class CohereV2RerankRequest(Request):
     model: str | None = _MODEL
-    query: str = Field(examples=["What is the capital of the United States?"])
-    documents: Annotated[list[str], Field(min_length=1)] = Field(
+    query: Text = Field(examples=["What is the capital of the United States?"])
+    documents: Annotated[list[Text], Field(min_length=1)] = Field(
         examples=[["Carson City is the capital city of Nevada.", "Washington, D.C. is the capital of the US."]]
     )
     top_n: PositiveInteger | None = _TOP_N
@@ -62,8 +62,8 @@ class CohereV2RerankRequest(Request):
 
 class RerankV1Request(Request):
     model: str | None = _MODEL
-    query: str = Field(examples=["What is the capital of the United States?"])
-    documents: Annotated[list[str | TextDocument], Field(min_length=1)] = Field(
+    query: Text = Field(examples=["What is the capital of the United States?"])
+    documents: Annotated[list[Text | TextDocument], Field(min_length=1)] = Field(
         description="Strings, or objects with a `text` field (Jina's {text}; Cohere v1's objects keep their fields).",
         examples=[["Carson City is the capital city of Nevada.", {"text": "Washington, D.C. is the capital."}]],
     )

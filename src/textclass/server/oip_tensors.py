@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from textclass.server.errors import ApiError
-from textclass.server.schemas import NonNegativeInteger, PositiveInteger
+from textclass.server.schemas import NonNegativeInteger, PositiveInteger, Text
 
 HEADER = "inference-header-content-length"
 Scalar = str | int | float | bool  # what an OIP parameter's value may be
@@ -50,8 +50,8 @@ class RequestInput(BaseModel):
     )
     datatype: Literal["BYTES"]
     parameters: InputParameters | None = None
-    data: Annotated[list[str], Field(min_length=1)] = Field(
-        description="The N texts.", examples=[["I love this movie", "I hate it"]]
+    data: Annotated[list[Text], Field(min_length=1)] = Field(
+        description="The N texts, none empty or only whitespace.", examples=[["I love this movie", "I hate it"]]
     )
 
 
@@ -264,6 +264,9 @@ def describe(exc: ValidationError, raw: dict) -> str:
             if loc[2:3] == ["datatype"]:
                 wrong_type.add(tensor_name)
                 messages[where] = f"{where} must be BYTES (texts); got {error.get('input')!r}"
+            elif loc[2:3] == ["data"] and len(loc) > 3 and error.get("type") == "string_pattern_mismatch":
+                messages.setdefault(where, f"{where}[{loc[3]}] is empty or only whitespace; every text needs "
+                                           "something to classify")  # fmt: skip
             elif loc[2:3] == ["data"] and len(loc) > 3:
                 messages.setdefault(where, f"{where} must be a list of strings (the texts)")
         if where in messages:  # a union's members fail one by one: the first says enough
