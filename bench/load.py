@@ -188,8 +188,8 @@ def expected_answers(clf: Classifier, texts: list[str]) -> tuple[float, dict[str
     started = time.perf_counter()
     logits = clf.logits(texts)
     rate = len(texts) / (time.perf_counter() - started)
-    function = postprocess.default_function(clf.config.problem_type, clf.config.num_labels)
-    ranked = [postprocess.rank(row, clf.labels, None) for row in postprocess.apply(logits, function)]
+    # As the server answers: Classifier.scores applies the model's calibration temperature, then its function.
+    ranked = [postprocess.rank(row, clf.labels, None) for row in clf.scores(logits)]
     return rate, dict(zip(texts, ranked))
 
 

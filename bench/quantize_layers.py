@@ -26,7 +26,6 @@ from common import SST2_DEV, cpu_name, read_texts, table
 
 def session_probs(path: Path, clf, encoded, batch_size: int | None = None) -> tuple[np.ndarray, float]:
     """Probabilities (temperature, softmax) from an ONNX file on one thread, and the CPU seconds it took."""
-    from textclass import postprocess
     from textclass.runtime.batching import make_batches
     from textclass.runtime.onnx_engine import OnnxEngine
 
@@ -37,7 +36,7 @@ def session_probs(path: Path, clf, encoded, batch_size: int | None = None) -> tu
                               max_batch_size=batch_size):  # fmt: skip
         logits[batch.indices] = engine(batch)
     seconds = time.process_time() - start
-    return postprocess.apply(logits / clf.temperature, "softmax"), seconds
+    return clf.scores(logits, "softmax"), seconds
 
 
 def main() -> None:
@@ -52,19 +51,17 @@ def main() -> None:
 
     from textclass.accuracy.contract import evaluate
     from textclass.classifier import Classifier
-    from textclass.onnx import cache as artefacts
-    from textclass.onnx.calibration import calibration_batches
-    from textclass.onnx.quantize import FORMATS, PLANS, channel_ranges, fold_constants, quantize_rows
+    from textclass.onnx.export import export_graphs, save_graph
+    from textclass.onnx.quantize import FORMATS, PLANS, channel_ranges, quantize_rows
     from textclass.runtime.cpu import int8_plan
+    from textclass.runtime.load import calibration_feeds
 
     clf = Classifier.from_pretrained(args.model, backend="onnx", dtype="fp32")
     texts = read_texts(Path(args.texts), None)
     texts = texts[{"even": 0, "odd": 1}[args.half] :: 2] if args.half else texts
     encoded = clf.encode(texts)
-    fp32_path, _ = artefacts.ensure(clf.checkpoint, "fp32")
-    fused = onnx.load(str(fp32_path))
-    fold_constants(fused)
-    ranges = channel_ranges(fused, calibration_batches(clf.checkpoint))
+    fused = export_graphs(clf.checkpoint, ["fp32"])["fp32"]  # the graph int8 is built from
+    ranges = channel_ranges(fused, calibration_feeds(clf.checkpoint))
     layers = list(ranges)
     runnable = [name for name, form in FORMATS.items() if not (int8_plan() == "avx2" and form.overflows_without_vnni())]
     variants: dict[str, tuple[dict, dict[str, str]]] = {}
@@ -77,14 +74,15 @@ def main() -> None:
             variants[f"{layer} in a8w8u, rest a8w7"] = ({}, {**dict.fromkeys(layers, "a8w7"), layer: "a8w8u"})
 
     with tempfile.TemporaryDirectory() as work:
+        fp32_path = Path(work) / "fp32.onnx"
+        save_graph(fused.__deepcopy__(), fp32_path)
         reference, reference_seconds = session_probs(fp32_path, clf, encoded)
         files = {}
         for name, (smoothing, per_layer) in variants.items():
             model = onnx.load(str(fp32_path))
-            fold_constants(model)
             quantize_rows(model, int8_plan(), smoothing, per_layer)
             files[name] = Path(work) / f"{len(files)}.onnx"
-            onnx.save(model, str(files[name]))
+            save_graph(model, files[name])
         try:  # ONNX Runtime's own dynamic quantization, as export.py did before: per-batch activation scales
             from onnxruntime.quantization import QuantType, quantize_dynamic
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference

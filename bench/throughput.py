@@ -200,8 +200,8 @@ def main() -> None:
         if clf.engine.backend == "onnx" and kind == "int8" and not detect().int8_dot:
             kind = "int8 u8·u8"
         if backend is None:  # the CPU default: its mode, and how many texts it scored again in fp32 (rescore.py)
-            rescored = getattr(clf.engine, "rescored", None)
-            again = f", {rescored / clf.engine.scored:.1%} rescored in fp32" if rescored is not None else ""
+            counts = clf.engine.rescored
+            again = f", {counts.again / counts.texts:.1%} rescored in fp32" if counts is not None else ""
             name = f"default ({clf.precision}{again})"
         results.append((f"textclass {name}", probs, seconds, kind))
         del clf

@@ -56,7 +56,8 @@ def test_classify_builds_the_graph_without_torch(tiny_bert, tmp_path):
     done = textclass(tmp_path, "classify", "great movie", "awful", "--model", str(folder), "--format", "json",
                      "--top-k", "0", "--dtype", "fp32")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert (folder / "model.fp32.onnx").is_file()  # built by onnx_graph.py, beside the checkpoint
+    # built by onnx/graph.py into the user cache, never beside the checkpoint
+    assert list((tmp_path / "cache" / "onnx").glob("ckpt-fp32-*/model.onnx")) and not list(folder.glob("*.onnx"))
     from textclass import Classifier
 
     expected = Classifier.from_pretrained(folder, dtype="fp32")(["great movie", "awful"], top_k=None)  # torch
@@ -88,8 +89,7 @@ def test_torch_modes_name_the_extra(tiny_bert, tmp_path):
 def test_pytorch_bin_names_the_extra(tiny_bert, tmp_path):
     from safetensors.numpy import load_file
 
-    # Without the ONNX graphs an earlier test may have cached beside it: they would be stale here, and say so.
-    folder = Path(shutil.copytree(tiny_bert, tmp_path / "bin", ignore=shutil.ignore_patterns("*.onnx", "*.onnx.json")))
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "bin"))
     import torch
 
     tensors = {name: torch.from_numpy(array) for name, array in load_file(folder / "model.safetensors").items()}

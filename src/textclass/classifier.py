@@ -17,7 +17,7 @@ from textclass.checkpoint.tokenizer import Encoded, TextInput, Tokenizer
 from textclass.errors import InputError
 from textclass.models.config import EncoderConfig
 from textclass.runtime.batching import make_batches
-from textclass.runtime.engine import Engine, run_batches
+from textclass.runtime.engine import Engine
 from textclass.tasks import chunking, explain, rerank, zero_shot
 from textclass.tasks.inputs import normalise_inputs, require_text
 
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
-# CPU: a batch's activations stay in cache (1024 ran 0-10% faster than 2048 on MiniLM and DistilBERT shapes,
-# fp32 and int8, 2-CPU AMD EPYC; 512 no faster).
+# CPU: a batch's activations stay in cache (1024 beat 2048 and 512 no faster: docs/performance.md).
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
@@ -81,7 +80,7 @@ class Classifier:
         preferred = checkpoint.config.raw.get("textclass_precision")
         engine, has_head = load_engine(checkpoint, device, pick_precision(device, dtype, backend, preferred))
         logging.getLogger("textclass").info("textclass: %s runs %s-%s: %s", checkpoint.folder.name, engine.backend,
-                                            engine.dtype, getattr(engine, "reason", ""))  # fmt: skip
+                                            engine.dtype, engine.reason)  # fmt: skip
         budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
         return cls(checkpoint, tokenizer, engine, has_head, device, budget)
 
@@ -145,7 +144,7 @@ class Classifier:
         out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
         batches = list(make_batches(encoded, self.max_batch_tokens, self.tokenizer.pad_token_id,
                                     self.engine.uses_token_types, max_batch_size=batch_size))  # fmt: skip
-        for batch, logits in zip(batches, run_batches(self.engine, batches)):
+        for batch, logits in zip(batches, self.engine.map(batches)):
             out[batch.indices] = logits
         return out
 
@@ -159,6 +158,14 @@ class Classifier:
         """(n, num_labels) float32 logits, in input order."""
         self._require_head()  # before any tokenizing work
         return self.run(self.encode(inputs, truncation=truncation, max_length=max_length), batch_size=batch_size)
+
+    def scores(self, logits: Any, function_to_apply: str | None = None) -> Any:
+        """(n, labels) logits -> the scores `clf(...)` reports for them: divided by the calibration temperature,
+        then softmax, sigmoid or none (`function_to_apply`, else the config's default). The one place that turns
+        logits into reported scores: the server, batch scoring, explain, `textclass check` and the benches use it.
+        A torch tensor stays one (differentiable: explain's integrated gradients)."""
+        function = postprocess.resolve_function(function_to_apply, self.config.problem_type, self.config.num_labels)
+        return postprocess.apply(logits, function, self.temperature)
 
     def __call__(
         self,
@@ -200,7 +207,7 @@ class Classifier:
             logits = self.logits(inputs, truncation=truncation, max_length=max_length, batch_size=batch_size)
         else:
             logits = self.run(plan.encoded, batch_size=batch_size)  # every window of every text, batched together
-        scores = postprocess.apply(logits, function, self.temperature)
+        scores = self.scores(logits, function)
         if plan is not None:
             scores = plan.combine(scores)
         result = postprocess.format_output(scores, self.labels, top_k, legacy, single)
@@ -275,7 +282,7 @@ class Classifier:
     @property
     def precision_reason(self) -> str:
         """Why that mode runs, decided at load: e.g. "CPU default (avx2, fma; no VNNI, ...): per-row int8 ..."."""
-        return getattr(self.engine, "reason", "")
+        return self.engine.reason
 
     def _require_head(self) -> None:
         if not self.has_head:

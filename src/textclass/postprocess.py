@@ -43,9 +43,15 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def apply(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
+def apply(logits: Any, function: str, temperature: float = 1.0) -> Any:
     """(n, labels) float32 logits -> (n, labels) scores. softmax and sigmoid first divide the logits by the
-    checkpoint's calibration temperature (`Classifier.temperature`); "none" returns the logits as they are."""
+    checkpoint's calibration temperature (`Classifier.temperature`); "none" returns the logits as they are.
+    `logits` may also be a torch tensor: the result is then a tensor, differentiable (explain's gradients)."""
+    if function not in FUNCTIONS:
+        raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}; got {function!r}")
+    if type(logits).__module__.startswith("torch"):  # no torch import here: the core install has none
+        scaled = logits / temperature if function != "none" and temperature != 1.0 else logits
+        return scaled.softmax(-1) if function == "softmax" else scaled.sigmoid() if function == "sigmoid" else scaled
     logits = np.asarray(logits, dtype=np.float32)
     if function != "none" and temperature != 1.0:
         logits = logits / np.float32(temperature)
@@ -53,9 +59,7 @@ def apply(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.nda
         return softmax(logits)
     if function == "sigmoid":
         return sigmoid(logits)
-    if function == "none":
-        return logits
-    raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}; got {function!r}")
+    return logits
 
 
 def rank(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[dict[str, Any]]:

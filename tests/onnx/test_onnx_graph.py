@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
-import onnx
 from conftest import CORPUS, FAMILIES
 from textclass import Classifier
 from textclass.checkpoint import open_checkpoint
@@ -22,6 +22,8 @@ from textclass.errors import CheckpointError
 from textclass.extras import MissingExtra
 from textclass.onnx.export import export_onnx
 from textclass.runtime.batching import make_batches
+from textclass.runtime.cpu import int8_plan
+from textclass.runtime.load import calibration_feeds
 from textclass.runtime.onnx_engine import OnnxEngine
 
 TEXTS = CORPUS + ["", "ok", "word " * 300, ("a premise about cats", "a hypothesis about dogs")]
@@ -34,11 +36,12 @@ def user_cache(tmp_path, monkeypatch):
 
 
 def exports(folder: Path, out: Path, mode: str = "fp32") -> dict[str, Path]:
-    """The checkpoint exported both ways, fused, weights inside the graph."""
+    """The checkpoint exported both ways, fused, weights in a side file (int8: this CPU's plan, calibrated)."""
     checkpoint = open_checkpoint(folder)
     paths = {"built": out / f"built.{mode}.onnx", "traced": out / f"traced.{mode}.onnx"}
+    plan = int8_plan() if mode == "int8" else None
     for kind, path in paths.items():
-        export_onnx(checkpoint, path, mode, traced=kind == "traced")
+        export_onnx(checkpoint, path, mode, plan, calibration_feeds(checkpoint), traced=kind == "traced")
     return paths
 
 

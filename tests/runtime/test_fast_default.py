@@ -140,8 +140,9 @@ def test_default_follows_the_instruction_set_never_the_vendor(monkeypatch, kind,
         assert decisive in precision.reason and cpu.int8_plan() == plan
     from textclass.onnx.export import export_settings
 
-    # The cached int8 graph records the plan: one built for another instruction set is rebuilt, never run.
-    assert export_settings("int8")["quantization"]["plan"] == plan
+    # The cached int8 graph's key holds the plan runtime/ passes in: one built for another instruction set is
+    # another entry, never run here.
+    assert export_settings("int8", cpu.int8_plan())["quantization"]["plan"] == plan
 
 
 def test_arm_and_the_machine_pin_choose_exact_fp32(monkeypatch):
@@ -291,7 +292,7 @@ def test_the_default_scores_near_ties_again_in_fp32_and_keeps_the_rest_in_int8()
     got, fast, reference = default.logits(texts), int8.logits(texts), exact.logits(texts)
     ties = near_ties(fast, "softmax", default.temperature)
     assert 3 <= len(ties) < len(texts) // 2, "the texts should hold a few near ties, not only near ties"
-    assert default.engine.rescored == len(ties) and default.engine.scored == len(texts)
+    assert default.engine.rescored.again == len(ties) and default.engine.rescored.texts == len(texts)
     others = np.setdiff1d(np.arange(len(texts)), ties)
     np.testing.assert_allclose(got[ties], reference[ties], rtol=0, atol=1e-5)
     np.testing.assert_array_equal(got[others], fast[others])
@@ -441,7 +442,7 @@ def test_near_ties_keep_their_int8_answers_when_no_fp32_engine_opens(caplog):
         np.testing.assert_array_equal(default.logits(texts), expected)
         default.logits(texts)
     assert sum("no fp32 engine (disk full)" in r.message for r in caplog.records) == 1
-    assert default.engine.rescored == 0 and default.engine.scored == 2 * len(texts)
+    assert default.engine.rescored.again == 0 and default.engine.rescored.texts == 2 * len(texts)
 
 
 def test_check_says_to_pin_fp32_where_the_mode_ran_slower(capsys, tmp_path):

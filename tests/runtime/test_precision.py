@@ -1,4 +1,4 @@
-"""Precision and backend modes agree with fp32, and the ONNX export cache is never silently stale.
+"""Precision and backend modes agree with fp32, the rules that choose them, and falling back when an export fails.
 
 Correctness only; speed is measured by bench/throughput.py and bench/latency.py.
 """
@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from conftest import CORPUS, make_model, make_tokenizer
 from textclass import Classifier
 from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
 from textclass.errors import InputError
-from textclass.onnx import cache as artefacts
+from textclass.onnx import cache
 from textclass.runtime.precision import Precision, pick_precision
 
 WORDPIECE = ("bert", "distilbert")
@@ -124,18 +123,15 @@ def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, 
     assert clf.precision == "onnx-float32"
     reference = Classifier.from_pretrained(folder, dtype="fp32")
     np.testing.assert_allclose(clf.logits(TEXTS), reference.logits(TEXTS), atol=1e-4, rtol=1e-4)
-    # Beside the checkpoint, the graph reads the weights from model.safetensors instead of copying them.
-    artefact = folder / "model.fp32.onnx"
-    assert _manifest(artefact)["linked_weights"] is True
-    assert artefact.stat().st_size < 0.2 * (folder / "model.safetensors").stat().st_size
+    assert not list(folder.glob("*.onnx*"))  # the graph lives in the user cache, never beside the checkpoint
 
     folder = tmp_path / "prefers-int8"
     shutil.copytree(tiny["bert"], folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "textclass_precision": "onnx-int8"}))
     clf = Classifier.from_pretrained(folder)
-    assert clf.precision == "onnx-int8" and hasattr(clf.engine, "rescored")  # as check measured it
-    assert (folder / "model.int8.onnx").is_file()  # cached beside the (writable) checkpoint
+    assert clf.precision == "onnx-int8" and clf.engine.rescored is not None  # as check measured it
+    assert not list(folder.glob("*.onnx*"))
     assert Classifier.from_pretrained(folder, dtype="fp32").precision == "torch-float32"
 
 
@@ -155,36 +151,27 @@ def test_precision_rules():
             pick_precision(device, dtype, backend)
 
 
-def _manifest(path):
-    return json.loads(path.with_name(path.name + ".json").read_text())
+def test_the_winning_rule_is_recorded(monkeypatch):
+    """Each rule in order, the first that applies wins, and which one it was is data (not read back from its
+    reason text): a pinned onnx-int8 rescores its near ties because a pin chose it."""
+    from textclass.runtime import precision as rules
 
-
-def _no_export(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("exported again although a valid artefact was cached")
-
-    monkeypatch.setattr(artefacts, "export_onnx", refuse)
-
-
-def test_cache_is_reused_and_survives_a_touch(tiny, monkeypatch):
-    folder = tiny["distilbert"]
-    first = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
-    artefact = folder / "model.int8.onnx"
-    _no_export(monkeypatch)
-    weights = folder / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as a copy would
-    manifest = artefact.with_name(artefact.name + ".json").read_bytes()
-    hashed = []
-    real_hash = artefacts.file_sha256
-    monkeypatch.setattr(artefacts, "file_sha256", lambda path: hashed.append(Path(path).name) or real_hash(path))
-    again = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
-    np.testing.assert_array_equal(first, again)
-    assert "model.safetensors" in hashed  # the moved mtime made it check the content once
-    # A shipped manifest (the bundled model's, in a git clone) must not be rewritten by loading it.
-    assert artefact.with_name(artefact.name + ".json").read_bytes() == manifest
-    hashed.clear()
-    Classifier.from_pretrained(folder, dtype="int8")
-    assert "model.safetensors" not in hashed  # the confirmed mtime was remembered in the user cache
+    assert [rule.__name__ for rule in rules.RULES] == ["asked_for", "checkpoint_pin", "machine_pin", "gpu_default",
+                                                       "no_onnxruntime", "cpu_default"]  # fmt: skip
+    assert pick_precision("cpu", dtype="int8").rule == rules.ASKED
+    assert pick_precision("cpu", preferred="onnx-int8").rule == rules.CHECKPOINT_PIN
+    monkeypatch.setenv(rules.PRECISION_ENV, "onnx-int8")
+    pinned = pick_precision("cpu")
+    assert pinned.rule == rules.MACHINE_PIN and pinned.rescore and not pinned.required
+    # A malformed checkpoint pin is skipped (with a warning) for the next rule, here the machine's pin.
+    assert pick_precision("cpu", preferred="onnx").rule == rules.MACHINE_PIN
+    assert pick_precision("cuda", preferred="onnx-int8").rule == rules.GPU_DEFAULT
+    monkeypatch.delenv(rules.PRECISION_ENV)
+    assert pick_precision("cpu").rule == rules.CPU_DEFAULT
+    # A pin that reads like a reason string is still a pin: nothing matches on text.
+    assert pick_precision("cpu", preferred="onnx-int8").reason.startswith("config.json")
+    monkeypatch.setattr(rules.importlib.util, "find_spec", lambda name: None)
+    assert pick_precision("cpu") == Precision("torch", "float32") and pick_precision("cpu").rule == rules.NO_ONNXRUNTIME
 
 
 def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
@@ -195,84 +182,13 @@ def test_changed_checkpoint_rebuilds(tmp_path, vocab_txt):
     assert (folder / "model.safetensors").stat().st_size == size
     expected = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
     clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
-    assert not clf.engine.from_saved_optimization  # new weights: the graph saved for the old ones is not reused
     new = clf.logits(TEXTS)
     assert not np.allclose(old, expected, atol=1e-3)
     np.testing.assert_allclose(new, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "manifest"])
-def test_corrupt_cache_is_rebuilt(tmp_path, vocab_txt, damage, caplog):
-    folder = save_checkpoint(tmp_path / "ckpt", "distilbert", vocab_txt)
-    expected = Classifier.from_pretrained(folder, dtype="int8").logits(TEXTS)
-    artefact = folder / "model.int8.onnx"
-    if damage == "garbage":
-        artefact.write_bytes(os.urandom(artefact.stat().st_size))
-    elif damage == "truncated":
-        artefact.write_bytes(artefact.read_bytes()[: artefact.stat().st_size // 2])
-    else:
-        artefact.with_name(artefact.name + ".json").write_text("{not json")
-    clf = Classifier.from_pretrained(folder, dtype="int8")
-    np.testing.assert_allclose(clf.logits(TEXTS), expected, atol=1e-5)
-    assert "rebuilt" in caplog.text
-    assert artefacts.check(artefact, clf.checkpoint, "int8")[0] is not None
-
-
-def test_read_only_checkpoint_uses_user_cache(tmp_path, vocab_txt, user_cache, monkeypatch):
-    folder = save_checkpoint(tmp_path / "ckpt", "bert", vocab_txt)
-    writable = artefacts._writable  # root can write anywhere, so "read-only" is simulated here
-    monkeypatch.setattr(artefacts, "_writable", lambda path: path != folder and writable(path))
-    clf = Classifier.from_pretrained(folder, backend="onnx", dtype="fp32")
-    assert clf.engine.path.is_relative_to(user_cache)
-    assert not (folder / "model.fp32.onnx").exists()
-    assert _manifest(clf.engine.path)["linked_weights"] is False  # ONNX Runtime reads external data only beside it
-    reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
-    np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("mode", ["fp32", "int8"])
-def test_later_sessions_load_the_saved_optimized_graph(tmp_path, vocab_txt, user_cache, mode, caplog):
-    folder = save_checkpoint(tmp_path / "ckpt", "roberta", vocab_txt)
-    first = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
-    assert not first.engine.from_saved_optimization
-    expected = first.logits(TEXTS)
-    again = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
-    assert again.engine.from_saved_optimization
-    np.testing.assert_allclose(again.logits(TEXTS), expected, atol=1e-6, rtol=0)
-
-    (saved,) = (user_cache / "ort").iterdir()
-    weights = saved / "weights.bin"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a damaged cache file
-    rebuilt = Classifier.from_pretrained(folder, backend="onnx", dtype=mode)
-    assert not rebuilt.engine.from_saved_optimization
-    np.testing.assert_allclose(rebuilt.logits(TEXTS), expected, atol=1e-6, rtol=0)
-    assert Classifier.from_pretrained(folder, backend="onnx", dtype=mode).engine.from_saved_optimization
-
-
-def test_saved_graphs_are_pruned_least_recently_used_first(tmp_path, monkeypatch):
-    from textclass.runtime.onnx_engine import prune
-
-    root = tmp_path / "ort"
-    for name, used in [("old", 100), ("mid", 200), ("new", 300)]:
-        (root / name).mkdir(parents=True)
-        (root / name / "weights.bin").write_bytes(b"w" * 1000)
-        (root / name / "files.json").write_text("{}")
-        os.utime(root / name / "files.json", (used, used))
-    (root / ".interrupted.abc").mkdir()  # a save a crash left behind
-    os.utime(root / ".interrupted.abc", (0, 0))
-    (root / ".saving-now.def").mkdir()  # a save in progress elsewhere
-
-    removed = prune(root, keep=root / "old", budget=2100)  # room for two entries: one must go, not `keep`
-    assert sorted(p.name for p in removed) == [".interrupted.abc", "mid"]
-    assert sorted(p.name for p in root.iterdir()) == [".saving-now.def", "new", "old"]
-    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "not a number")  # warned about, the default kept
-    assert prune(root) == []
-    monkeypatch.setenv("TEXTCLASS_ORT_CACHE_MB", "0.001")  # 1 KiB: room for one entry
-    assert [p.name for p in prune(root)] == ["old"]
-
-
 @pytest.mark.parametrize("weights_dtype", ["float16", "bfloat16"])
-def test_linked_graph_reads_half_precision_weights(tmp_path, vocab_txt, weights_dtype):
+def test_half_precision_weights_export_as_fp32(tmp_path, vocab_txt, weights_dtype):
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -282,7 +198,6 @@ def test_linked_graph_reads_half_precision_weights(tmp_path, vocab_txt, weights_
               metadata={"format": "pt"})  # fmt: skip
     reference = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)  # the same rounded weights
     clf = Classifier.from_pretrained(folder, backend="onnx")
-    assert _manifest(clf.engine.path)["linked_weights"] is True
     np.testing.assert_allclose(clf.logits(TEXTS), reference, atol=1e-4, rtol=1e-4)
 
 
@@ -292,7 +207,7 @@ def test_default_falls_back_to_torch_when_export_fails(tmp_path, vocab_txt, monk
     def broken(*args, **kwargs):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(artefacts, "export_onnx", broken)
+    monkeypatch.setattr(cache, "export_graphs", broken)
     clf = Classifier.from_pretrained(folder)
     assert clf.precision == "torch-float32"
     assert "exporter exploded" in caplog.text
@@ -300,7 +215,7 @@ def test_default_falls_back_to_torch_when_export_fails(tmp_path, vocab_txt, monk
         Classifier.from_pretrained(folder, backend="onnx")
 
 
-def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
+def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt, user_cache):
     folder = tmp_path / "bare"
     make_model("bert", 30522, head=False).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
@@ -308,7 +223,7 @@ def test_bare_encoder_loads_but_refuses_to_classify(tmp_path, vocab_txt):
     clf = Classifier.from_pretrained(folder)
     with pytest.raises(InputError, match="bare encoder"):
         clf("hello")
-    assert not list(folder.glob("model.*.onnx"))
+    assert not list(folder.glob("model.*.onnx")) and not list((user_cache / "onnx").glob("bare-*"))
 
 
 def test_onnx_classify_does_not_import_torch(tiny):

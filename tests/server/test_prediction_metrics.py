@@ -100,7 +100,7 @@ def test_rescored_texts_are_the_engines_count(tiny_checkpoints, monkeypatch):
         ("POST", "/predict", {"inputs": [[t] for t in CORPUS[:6]]}), ("GET", "/metrics", None),
     ])  # fmt: skip
     found = samples(responses[-1].text)
-    assert found["textclass_rescored_total"] == [({"model": "int8"}, float(clf.engine.rescored))]
-    assert clf.engine.rescored == clf.engine.scored == 6 + 1  # the warm-up text too
+    assert found["textclass_rescored_total"] == [({"model": "int8"}, float(clf.engine.rescored.again))]
+    assert clf.engine.rescored.again == clf.engine.rescored.texts == 6 + 1  # the warm-up text too
     batched = found["textclass_batch_size_sum"][0][1]
-    assert batched == clf.engine.scored  # the share's denominator in docs/server.md counts the same rows
+    assert batched == clf.engine.rescored.texts  # the share's denominator in docs/server.md counts the same rows

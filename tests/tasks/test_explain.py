@@ -74,7 +74,7 @@ def test_occlusion_is_the_score_drop_without_each_word(tiny, monkeypatch):
         assert result["label"] == "LABEL_2"
         # Independently: the text with the word cut out, tokenized and classified from scratch.
         without = [delete_words(text, [word]) for word in result["words"]]
-        scores = explain_module.scores_of(clf, clf.logits([text, *without]))[:, 2]
+        scores = clf.scores(clf.logits([text, *without]))[:, 2]
         np.testing.assert_allclose([w["attribution"] for w in result["words"]], scores[0] - scores[1:], atol=1e-5)
 
 
@@ -87,7 +87,7 @@ def test_occlusion_per_token_with_the_pad_token(tiny):
     variants = [Encoded(ids, [0] * len(ids))]
     for position in range(1, len(ids) - 1):
         variants.append(Encoded(ids[:position] + [clf.tokenizer.pad_token_id] + ids[position + 1 :], [0] * len(ids)))
-    scores = explain_module.scores_of(clf, clf.run(variants))[:, 1]
+    scores = clf.scores(clf.run(variants))[:, 1]
     np.testing.assert_allclose([t["attribution"] for t in result["tokens"]], scores[0] - scores[1:], atol=1e-5)
     assert len(result["words"]) < len(result["tokens"])
 
@@ -116,7 +116,7 @@ def test_integrated_gradients_equal_captum(tiny, family, baseline):
         want = want.sum(-1)[0].detach().numpy()
         np.testing.assert_allclose([t["attribution"] for t in result["tokens"]], want[1:-1], atol=1e-4)
         # Completeness: the tokens add up to score(text) - score(baseline), up to the quadrature error.
-        base_score = explain_module.scores_of(clf, clf.run([Encoded(baselines[0].tolist(), encoding.type_ids)]))
+        base_score = clf.scores(clf.run([Encoded(baselines[0].tolist(), encoding.type_ids)]))
         total = sum(t["attribution"] for t in result["tokens"])
         assert total == pytest.approx(result["score"] - base_score[0, 0], abs=2e-3)
 

@@ -5,11 +5,14 @@ accuracy contract (contract.py).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textclass.accuracy.contract import Verdict, evaluate
+
+if TYPE_CHECKING:
+    from textclass.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,10 @@ def measure(
     for clf in (fast, exact):
         probabilities(clf, texts[:64])  # warm-up: thread pools, first-call allocations
     # Each mode twice, alternating, the faster run kept: a machine busy with something else slows one run.
-    counted = (getattr(fast.engine, "rescored", None), getattr(fast.engine, "scored", None))
+    counts = fast.engine.rescored  # None: an engine that scores each text once
+    before = (counts.texts, counts.again) if counts is not None else (0, 0)
     (fast_probs, fast_rate), (exact_probs, exact_rate) = timed(fast), timed(exact)
-    rescored = None if None in counted else (fast.engine.rescored - counted[0]) / (fast.engine.scored - counted[1])
+    rescored = None if counts is None else (counts.again - before[1]) / (counts.texts - before[0])
     fast_rate, exact_rate = max(fast_rate, timed(fast)[1]), max(exact_rate, timed(exact)[1])
     picks = np.unique(np.linspace(0, len(texts) - 1, min(alone, len(texts))).astype(int))
     alone_probs = probabilities(fast, [texts[i] for i in picks], batch_size=1)
@@ -87,15 +91,14 @@ def measure(
                        rescored)  # fmt: skip
 
 
-def probabilities(clf: Any, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-    """(texts, labels) probabilities as the model reports them: its temperature, then softmax or sigmoid."""
-    from textclass import postprocess
+def probabilities(clf: Classifier, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+    """(texts, labels) probabilities as the model reports them (Classifier.scores): its temperature, then softmax
+    or sigmoid."""
+    _function(clf)  # raw scores (regression) have no probabilities to compare
+    return clf.scores(clf.logits(texts, batch_size=batch_size))
 
-    logits = clf.logits(texts, batch_size=batch_size)
-    return postprocess.apply(logits / clf.temperature, _function(clf))
 
-
-def _function(clf: Any) -> str:
+def _function(clf: Classifier) -> str:
     from textclass import postprocess
     from textclass.errors import InputError
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textclass import postprocess
 from textclass.tasks import chunking
 
 if TYPE_CHECKING:
@@ -86,10 +85,7 @@ def prepare(clf: Classifier, chunk: Chunk, options: ScoreOptions = ScoreOptions(
 
 def finish(clf: Classifier, prepared: Prepared, logits: np.ndarray, options: ScoreOptions) -> Columns:
     """Output rows for a prepared chunk given (scored rows, num_labels) logits."""
-    config = clf.config
-    function = postprocess.resolve_function(None, config.problem_type, config.num_labels)
-    # As clf(texts) scores them: the checkpoint's calibration temperature included.
-    scores = postprocess.apply(logits, function, clf.temperature)  # (scored rows, num_labels), or (windows, ...)
+    scores = clf.scores(logits)  # as clf(texts) scores them: (scored rows, num_labels), or (windows, ...)
     if prepared.plan is not None:
         scores = prepared.plan.combine(scores)
     scores = np.asarray(scores, dtype=np.float32)

@@ -261,6 +261,10 @@ from textclass.cli import check as check_command  # noqa: E402
 
 app.command("check")(check_command.check)
 
+from textclass.cli import cache as cache_command  # noqa: E402
+
+app.add_typer(cache_command.app, name="cache")
+
 
 def main() -> None:
     app()

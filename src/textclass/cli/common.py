@@ -31,15 +31,17 @@ DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (defau
 DtypeOption = Annotated[
     str | None,
     typer.Option(
-        help="fp32 (exact), bf16, fp16 or int8 (default: the checkpoint's measured choice, else ONNX Runtime fp32 on "
-        "CPU and bf16 on a GPU). int8 alone runs ONNX Runtime int8."
+        help="fp32 (exact), bf16, fp16 or int8 (default: the checkpoint's pin, else this CPU's fast mode: per-row "
+        "int8 with near ties scored again in fp32 on x86 with AVX2/VNNI/AMX, ONNX Runtime fp32 on other CPUs; bf16 "
+        "on a GPU). int8 alone runs ONNX Runtime per-row int8 without rescoring."
     ),
 ]
 TextColumnOption = Annotated[
     str | None, typer.Option(help="The column (or JSON key) holding the text (default: text, else sentence).")
 ]
 BackendOption = Annotated[
-    str | None, typer.Option(help="torch or onnx (ONNX Runtime, CPU only; exported once and cached beside the model).")
+    str | None,
+    typer.Option(help="torch or onnx (ONNX Runtime, CPU only; exported once into the user cache: textclass cache)."),
 ]
 
 

@@ -1,36 +1,49 @@
-"""The cache of exported ONNX models: where they live, what they were made from, and when to rebuild.
+"""The one artefact cache: the ONNX graphs textclass builds from checkpoints, one folder per key.
 
-An artefact `model.<mode>.onnx` sits beside the checkpoint when that folder is writable (a bundled model
-ships its own this way), else under the user cache (TEXTCLASS_CACHE, $XDG_CACHE_HOME/textclass or
-~/.cache/textclass). Next to it, `model.<mode>.onnx.json` records what it was built from: config.json's
-hash, each weight file's size, mtime and content hash, the export settings, and the artefact's own size
-and hash. An artefact is used only when all of these still match; otherwise (stale, truncated, edited,
-half-written) it is rebuilt. Files are written to a temporary name and renamed, so readers never see half
-a file. Validating costs one stat per file when mtimes are unchanged; a file whose mtime moved (a copy, a
-git clone, a package install) is re-hashed once, and when its content proves unchanged its new size and
-mtime are remembered in the user cache (`confirmed/`), never in the manifest: a shipped manifest (the
-bundled model's) stays byte for byte what was committed.
+A key is the sha256 of what decides an artefact's content: the export settings (mode, recipe version, the CPU's
+int8 plan), ONNX Runtime's version, config.json's bytes, and each weight file's name, size and mtime (a stat, never
+a hash of the weights). Its folder, `<cache>/onnx/<checkpoint>-<mode>-<key[:16]>/`, holds:
+- `model.onnx` + `model.onnx.data`: the graph ONNX Runtime opens. For a built artefact, the artefact itself (fused,
+  weights in the side file, which ONNX Runtime maps: a session opens as fast as from ONNX Runtime's own saved
+  optimized graph (docs/performance.md, "Cold start"), so no second copy is kept). For a graph a bundled model
+  ships (model.fp32.onnx, reading the shipped safetensors), ONNX Runtime's optimized form of it: the links to
+  fp16 weights folded to fp32 once, not at every start;
+- `entry.json`: what it was made from (the checkpoint folder, the key's inputs) and each file's size; its mtime
+  says when it was last used.
+The folder is built under a temporary name and renamed whole, so a reader sees a complete entry or none; a file
+whose size no longer matches is damage, and the entry is rebuilt. <cache> is TEXTCLASS_CACHE, else
+$XDG_CACHE_HOME/textclass, else ~/.cache/textclass. Nothing is written into a checkpoint's folder or the package.
+Without a writable cache an artefact is built into a temporary folder removed at exit (a bundled model's graph is
+used as shipped).
+
+Pruning is explicit (`textclass cache prune`, cli/cache.py) except for one rule: a new entry for a checkpoint folder
+replaces that folder's older entries of the same mode, settings and ONNX Runtime version, which its files changed
+since and which can never match again. Leftovers of builds interrupted over an hour ago go at the same time.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from textclass.checkpoint import Checkpoint
-from textclass.fileio import atomic_write
-from textclass.onnx.export import export_onnx, export_settings, require_exporter
+from textclass.checkpoint.locate import BUNDLED_DIR
+from textclass.onnx.export import export_graphs, export_settings, require_exporter, save_graph
 
 log = logging.getLogger("textclass")
-
-
-def artefact_name(mode: str) -> str:
-    return f"model.{mode}.onnx"
+GRAPH, ENTRY = "model.onnx", "entry.json"
+FORMAT = 1  # entry.json's layout
+_STALE_BUILD_SECONDS = 3600  # a temporary folder this old is a build that died, not one in progress
 
 
 def cache_root() -> Path:
@@ -40,171 +53,288 @@ def cache_root() -> Path:
     return Path(base) / "textclass"
 
 
-def candidate_dirs(checkpoint: Checkpoint) -> list[Path]:
-    """Beside the checkpoint first, then a per-checkpoint folder in the user cache."""
-    folder_key = hashlib.sha256(str(checkpoint.folder.resolve()).encode()).hexdigest()[:16]
-    return [checkpoint.folder, cache_root() / "onnx" / f"{checkpoint.folder.name}-{folder_key}"]
+def shipped_graph(checkpoint: Checkpoint, mode: str) -> Path | None:
+    """The graph a bundled model ships for `mode` (trusted as shipped), or None."""
+    path = checkpoint.folder / f"model.{mode}.onnx"
+    bundled = checkpoint.folder.resolve().is_relative_to(BUNDLED_DIR.resolve())
+    return path if bundled and path.is_file() else None
 
 
-def find(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]] | None:
-    """A valid artefact for this checkpoint and mode, with its manifest; None when there is none."""
-    for folder in candidate_dirs(checkpoint):
-        path = folder / artefact_name(mode)
-        if not path.exists():
-            continue
-        manifest, problem = check(path, checkpoint, mode)
-        if manifest is not None:
-            return path, manifest
-        log.warning("textclass: not using %s: %s; it will be rebuilt", path, problem)
-    return None
+def key_inputs(checkpoint: Checkpoint, mode: str, plan: str | None) -> dict[str, Any]:
+    """Everything the artefact's content depends on, cheap to read: a sha256 of config.json, stats of the rest."""
+    import onnxruntime
 
+    def stat(path: Path) -> list:
+        info = path.stat()
+        return [path.name, info.st_size, info.st_mtime_ns]
 
-def ensure(checkpoint: Checkpoint, mode: str) -> tuple[Path, dict[str, Any]]:
-    """A valid artefact, exported now (once; tens of seconds) when none is cached."""
-    found = find(checkpoint, mode)
-    if found is not None:
-        return found
-    require_exporter(checkpoint, mode)
-    for folder in candidate_dirs(checkpoint):
-        if _writable(folder):
-            path = folder / artefact_name(mode)
-            log.warning("textclass: exporting %s to %s (once)", checkpoint.folder, path)
-            return path, build(checkpoint, mode, path, link=folder == checkpoint.folder and linkable(checkpoint))
-    raise OSError(f"no writable place for the ONNX export; tried {', '.join(map(str, candidate_dirs(checkpoint)))}")
-
-
-def linkable(checkpoint: Checkpoint) -> bool:
-    """Whether an artefact beside the checkpoint can read the weights from its files (onnx_link.py): plain
-    safetensors files, not symlinks (ONNX Runtime refuses external data that resolves outside the folder,
-    as a hub cache's snapshot links do)."""
-    files = list(checkpoint.weight_files)
-    return bool(files) and all(f.suffix == ".safetensors" and not f.is_symlink() for f in files)
-
-
-def build(checkpoint: Checkpoint, mode: str, path: Path, link: bool = False) -> dict[str, Any]:
-    """Export to `path` and write its manifest; returns the manifest."""
-    source = fingerprint(checkpoint)  # before exporting: a checkpoint changed meanwhile then reads as stale
-    if mode == "int8":  # quantized from the fp32 artefact (shipped or cached): seconds, without a second export
-        from textclass.onnx.calibration import calibration_batches
-        from textclass.onnx.quantize import write_int8
-        from textclass.runtime.cpu import int8_plan
-
-        fp32, _ = ensure(checkpoint, "fp32")
-        write_int8(fp32, path, int8_plan(), calibration_batches(checkpoint), checkpoint.weight_files if link else ())
-    else:
-        export_onnx(checkpoint, path, mode, link=link)
-    manifest = {
-        "settings": export_settings(mode),
-        "source": source,
-        "artefact": _describe(path),
-        "linked_weights": link,
+    shipped = shipped_graph(checkpoint, mode)
+    return {
+        "settings": export_settings(mode, plan),
+        "onnxruntime": onnxruntime.__version__,
+        "config_sha256": hashlib.sha256((checkpoint.folder / "config.json").read_bytes()).hexdigest(),
+        "weights": [stat(path) for path in checkpoint.weight_files],
+        "shipped": stat(shipped) if shipped else None,
     }
-    atomic_write(_manifest_path(path), json.dumps(manifest, indent=1).encode())
-    return manifest
 
 
-def check(path: Path, checkpoint: Checkpoint, mode: str) -> tuple[dict[str, Any] | None, str]:
-    """(manifest, "") when `path` is a faithful export of the checkpoint now on disk, else (None, why not)."""
+def entry_name(folder: Path, mode: str, inputs: dict[str, Any]) -> str:
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"{folder.name}-{mode}-{key[:16]}"
+
+
+def find(checkpoint: Checkpoint, mode: str, plan: str | None = None) -> Path | None:
+    """The cached graph for this checkpoint and mode, or None (nothing built yet, or damaged)."""
+    entry = cache_root() / "onnx" / entry_name(checkpoint.folder, mode, key_inputs(checkpoint, mode, plan))
+    return entry / GRAPH if not _check(entry) else None
+
+
+def ensure(
+    checkpoint: Checkpoint, mode: str, plan: str | None = None, calibration: Callable[[], Iterable] | None = None
+) -> Path:
+    """The graph ONNX Runtime should open for this checkpoint and mode: cached, else built now (once: seconds,
+    tens of seconds for a traced family). `plan`: the CPU's int8 plan; `calibration`: returns int8's calibration
+    feeds, called only when int8 is built."""
+    inputs = key_inputs(checkpoint, mode, plan)
+    root = cache_root() / "onnx"
+    entry = root / entry_name(checkpoint.folder, mode, inputs)
+    problem = _check(entry)
+    if not problem:
+        _touch(entry)  # last used: what `textclass cache` shows
+        return entry / GRAPH
+    if problem != "missing":
+        log.warning("textclass: cache entry %s is damaged (%s); rebuilding it", entry, problem)
+        shutil.rmtree(entry, ignore_errors=True)
+    shipped = shipped_graph(checkpoint, mode)
+    if shipped is None:
+        require_exporter(checkpoint)
     try:
-        manifest = json.loads(_manifest_path(path).read_text(encoding="utf-8"))
-        if manifest["settings"] != export_settings(mode):
-            return None, "made with other export settings"
-        recorded = manifest["source"]
-        if recorded["config_sha256"] != file_sha256(checkpoint.folder / "config.json"):
-            return None, "config.json changed"
-        weights = {item["name"]: item for item in recorded["weights"]}
-        if set(weights) != {p.name for p in checkpoint.weight_files}:
-            return None, "the weight files changed"
-        confirmed = _Confirmed(path)
-        for file in checkpoint.weight_files:
-            problem = confirmed.same(file, weights[file.name])
-            if problem:
-                return None, f"{file.name} {problem}"
-        problem = confirmed.same(path, manifest["artefact"])
-        if problem:
-            return None, f"the ONNX file {problem} since it was built (damaged or replaced)"
-        confirmed.save()
-    except FileNotFoundError as exc:
-        return None, f"{Path(exc.filename or '?').name} is missing"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, f"its manifest is unreadable ({type(exc).__name__})"
-    return manifest, ""
-
-
-class _Confirmed:
-    """Files whose mtime differs from the manifest but whose content was hashed and found unchanged, by
-    (size, mtime): kept in the user cache so the next load needs a stat, not a hash, and the manifest beside
-    the artefact is never rewritten. Best effort: without a writable cache the file is re-hashed next time."""
-
-    def __init__(self, artefact: Path):
-        key = hashlib.sha256(str(artefact.resolve()).encode()).hexdigest()[:16]
-        self.path = cache_root() / "confirmed" / f"{artefact.name}-{key}.json"
-        try:
-            self.known: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.known = {}
-        self.changed = False
-
-    def same(self, file: Path, recorded: dict[str, Any]) -> str:
-        """An empty string when `file` still is what `recorded` describes, else what differs."""
-        stat = file.stat()
-        if stat.st_size != recorded["size"]:
-            return "changed size"
-        if stat.st_mtime_ns == recorded["mtime_ns"]:
-            return ""  # same size and mtime: trusted without reading (a stat, not a hash, per load)
-        key, seen = str(file.resolve()), [stat.st_size, stat.st_mtime_ns, recorded["sha256"]]
-        if self.known.get(key) == seen:
-            return ""
-        if file_sha256(file) != recorded["sha256"]:
-            return "changed"
-        self.known[key] = seen
-        self.changed = True
-        return ""
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps(self.known, indent=1).encode())
-        except OSError:
-            pass
-
-
-def session_key(manifest: dict[str, Any]) -> str:
-    """What an optimized ONNX Runtime graph saved from this artefact depends on (onnx_engine.py): the artefact,
-    and the checkpoint's config and weights, which a linked artefact reads at load."""
-    source = manifest["source"]
-    parts = [manifest["artefact"]["sha256"], source["config_sha256"], *(w["sha256"] for w in source["weights"])]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
-
-
-def fingerprint(checkpoint: Checkpoint) -> dict[str, Any]:
-    weights = [{"name": file.name, **_describe(file)} for file in checkpoint.weight_files]
-    return {"config_sha256": file_sha256(checkpoint.folder / "config.json"), "weights": weights}
-
-
-def _describe(file: Path) -> dict[str, Any]:
-    stat = file.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(file)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _manifest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _writable(folder: Path) -> bool:
+        work = _new_folder(root, entry.name)
+    except OSError:  # no writable cache (read-only home, full disk): nothing is kept
+        if shipped is not None:
+            return shipped
+        work = Path(tempfile.mkdtemp(prefix="textclass-uncached-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+        log.warning("textclass: no writable cache at %s; building %s for this process only", root, mode)
+        _build(checkpoint, mode, plan, calibration, work, shipped, root)
+        return work / GRAPH
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
+        started = time.perf_counter()
+        if shipped is None:
+            log.warning("textclass: exporting %s (%s) to %s (once)", checkpoint.folder, mode, entry)
+        _build(checkpoint, mode, plan, calibration, work, shipped, root)
+        _write_entry(work, checkpoint, mode, inputs, time.perf_counter() - started)
+        _publish(work, entry)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _replace_older(root, entry, checkpoint.folder, mode, inputs)
+    return entry / GRAPH
+
+
+def _build(checkpoint: Checkpoint, mode: str, plan: str | None, calibration: Callable[[], Iterable] | None,
+           work: Path, shipped: Path | None, root: Path) -> None:  # fmt: skip
+    """Write the entry's graph into `work`: ONNX Runtime's optimized form of a shipped graph, else the artefact,
+    int8 from the fused fp32 graph (the fp32 entry's when there is one, else a fresh export, kept as the fp32 entry
+    too: rescoring needs it next)."""
+    if shipped is not None:
+        _optimize(shipped, work / GRAPH)
+        return
+    if mode == "fp32":
+        save_graph(export_graphs(checkpoint, ["fp32"])["fp32"], work / GRAPH)
+        return
+    import onnx
+
+    from textclass.onnx.quantize import int8_model
+
+    if calibration is None:
+        raise ValueError("an int8 export needs its calibration feeds (runtime/load.py: calibration_feeds)")
+    fp32 = _built_entry(root, checkpoint, "fp32")
+    if fp32 is not None:
+        save_graph(int8_model(onnx.load(str(fp32)), plan, calibration()), work / GRAPH)  # type: ignore[arg-type]
+        return
+    graphs = export_graphs(checkpoint, ["fp32", "int8"], plan, calibration())
+    save_graph(graphs["int8"], work / GRAPH)
+    if shipped_graph(checkpoint, "fp32") is None:
+        _store(root, checkpoint, "fp32", None, lambda folder: save_graph(graphs["fp32"], folder / GRAPH))
+
+
+def _built_entry(root: Path, checkpoint: Checkpoint, mode: str) -> Path | None:
+    """The graph of this checkpoint's intact entry for `mode` when it is an artefact built here (not a shipped
+    graph's optimized form, which quantize.py cannot read), else None."""
+    if shipped_graph(checkpoint, mode) is not None:
+        return None
+    entry = root / entry_name(checkpoint.folder, mode, key_inputs(checkpoint, mode, None))
+    return entry / GRAPH if not _check(entry) else None
+
+
+def _store(root: Path, checkpoint: Checkpoint, mode: str, plan: str | None, write: Callable[[Path], None]) -> None:
+    """Publish another entry made on the way (best effort: the one asked for is what matters)."""
+    inputs = key_inputs(checkpoint, mode, plan)
+    entry = root / entry_name(checkpoint.folder, mode, inputs)
+    if not _check(entry):
+        return
+    try:
+        work = _new_folder(root, entry.name)
+        try:
+            write(work)
+            _write_entry(work, checkpoint, mode, inputs, 0.0)
+            _publish(work, entry)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        _replace_older(root, entry, checkpoint.folder, mode, inputs)
+    except OSError as exc:
+        log.warning("textclass: could not cache the %s graph too (%s)", mode, exc)
+
+
+def discard(graph: Path) -> bool:
+    """Remove the cache entry holding `graph` (ONNX Runtime could not open it); False when `graph` is not in the
+    cache (a shipped graph, a temporary build): nothing to rebuild."""
+    entry = graph.parent
+    if entry.parent.resolve() != (cache_root() / "onnx").resolve():
         return False
+    shutil.rmtree(entry, ignore_errors=True)
+    return True
+
+
+def _optimize(graph: Path, out: Path) -> None:
+    """ONNX Runtime's optimized form of `graph` (extended level: graph fusions and constant folding only, nothing
+    specific to this CPU), its weights in `out`'s side file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(out)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", out.name + ".data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def _new_folder(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
+
+
+def _write_entry(work: Path, checkpoint: Checkpoint, mode: str, inputs: dict[str, Any], seconds: float) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(work.iterdir())}
+    record = {"format": FORMAT, "checkpoint": str(checkpoint.folder.resolve()), "mode": mode, "inputs": inputs,
+              "files": files, "build_seconds": round(seconds, 2)}  # fmt: skip
+    (work / ENTRY).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def _publish(work: Path, entry: Path) -> None:
+    """Rename the finished folder into place; another process that got there first wins (the same content)."""
+    try:
+        os.replace(work, entry)
+    except OSError:
+        if _check(entry):
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check(entry: Path) -> str:
+    """"" when the entry is complete and undamaged, else what is wrong ("missing" when there is none)."""
+    try:
+        record = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
+        for name, size in record["files"].items():
+            if (entry / name).stat().st_size != size:
+                return f"{name} changed size"
+        return "" if GRAPH in record["files"] else "no graph"
+    except FileNotFoundError:
+        return "missing" if not entry.exists() else "a file is missing"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"entry.json unreadable ({type(exc).__name__})"
+
+
+def _touch(entry: Path) -> None:
+    """Mark the entry used now (what `textclass cache` shows, and `prune --older-than` reads); a read-only cache
+    just keeps its old date."""
+    try:
+        os.utime(entry / ENTRY)
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    folder: Path
+    checkpoint: str  # the checkpoint folder it was built from ("" for an unreadable or older-layout folder)
+    mode: str
+    size: int  # bytes
+    last_used: float  # seconds since the epoch
+    state: str  # "current", "stale" (its checkpoint changed or is gone), "damaged" or "old layout"
+
+    @property
+    def key(self) -> str:
+        return self.folder.name.rsplit("-", 1)[-1]
+
+
+def entries(root: Path | None = None) -> list[Entry]:
+    """What the cache holds, most recently used first: every entry, and the folders of an older textclass's cache
+    (ort/, confirmed/, onnx/<name>-<hash>/) for `textclass cache prune` to remove."""
+    root = root or cache_root()
+    found = []
+    for folder in _folders(root):
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        try:
+            record = json.loads((folder / ENTRY).read_text(encoding="utf-8"))
+            used = (folder / ENTRY).stat().st_mtime
+        except (OSError, ValueError):
+            found.append(Entry(folder, "", "", size, folder.stat().st_mtime, "old layout"))
+            continue
+        state = "damaged" if _check(folder) else _state(record)
+        found.append(Entry(folder, record.get("checkpoint", ""), record.get("mode", ""), size, used, state))
+    return sorted(found, key=lambda entry: -entry.last_used)
+
+
+def _folders(root: Path) -> Iterator[Path]:
+    for part in ("onnx", "ort"):
+        if (root / part).is_dir():
+            yield from (p for p in sorted((root / part).iterdir()) if p.is_dir() and not p.name.startswith("."))
+    if (root / "confirmed").is_dir():
+        yield root / "confirmed"
+
+
+def _state(record: dict[str, Any]) -> str:
+    """"current" when the checkpoint it was built from is still the one on disk (same config and weight files),
+    else "stale"; the settings and ONNX Runtime version are not judged (another CPU or venv may share the cache)."""
+    from textclass.checkpoint import open_checkpoint
+
+    inputs = record["inputs"]
+    try:
+        checkpoint = open_checkpoint(record["checkpoint"])
+        now = key_inputs(checkpoint, record["mode"], inputs["settings"].get("quantization", {}).get("plan"))
+    except Exception:  # noqa: BLE001 - gone, unreadable, or no longer a checkpoint: stale either way
+        return "stale"
+    same = all(now[name] == inputs.get(name) for name in ("config_sha256", "weights", "shipped"))
+    return "current" if same else "stale"
+
+
+def prune(entries_to_remove: Iterable[Entry]) -> int:
+    """Remove these entries (entries() picks them); returns the bytes freed. A process that opened one keeps its
+    session: ONNX Runtime holds the graph in memory."""
+    freed = 0
+    for entry in entries_to_remove:
+        shutil.rmtree(entry.folder, ignore_errors=True)
+        freed += entry.size
+    return freed
+
+
+def _replace_older(root: Path, keep: Path, folder: Path, mode: str, inputs: dict[str, Any]) -> None:
+    """The one automatic pruning rule (module docstring), and dead builds' leftovers."""
+    same = (str(folder.resolve()), mode, inputs["settings"], inputs["onnxruntime"])
+    for other in list(root.iterdir()):
+        try:
+            if other.name.startswith("."):
+                if time.time() - other.stat().st_mtime > _STALE_BUILD_SECONDS:
+                    shutil.rmtree(other, ignore_errors=True)
+                continue
+            if other == keep:
+                continue
+            record = json.loads((other / ENTRY).read_text(encoding="utf-8"))
+            theirs = (record["checkpoint"], record["mode"], record["inputs"]["settings"],
+                      record["inputs"]["onnxruntime"])  # fmt: skip
+            if theirs == same:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # another process's entry being removed, or an older layout: left to `textclass cache prune`

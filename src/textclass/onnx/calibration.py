@@ -6,15 +6,11 @@ multiplies the weights' rows up to match (SmoothQuant), which needs each channel
 at export, on these sentences. They are varied English on purpose (reviews, news, questions, instructions, short
 and long, polite and rude), written for this file; the measurement needs the channels' scale, not the task.
 Tokenizers of other languages still see words and punctuation here, which is what sets those channels.
+runtime/load.py tokenizes them into the batches the engines run (calibration_feeds) and passes those in: onnx/
+never imports runtime/.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from textclass.checkpoint import Checkpoint
-    from textclass.runtime.batching import Batch
 
 CALIBRATION_TEXTS = (
     "I've been waiting for a HuggingFace course my whole life.",
@@ -82,13 +78,3 @@ CALIBRATION_TEXTS = (
     "The update broke the app on older devices and the developers have said nothing.",
     "A small, well-made film that trusts its audience.",
 )
-
-
-def calibration_batches(checkpoint: Checkpoint) -> list[Batch]:
-    """CALIBRATION_TEXTS tokenized by the checkpoint's own tokenizer, in the batches the engines run."""
-    from textclass.runtime.batching import make_batches
-
-    tokenizer = checkpoint.load_tokenizer()
-    encoded = tokenizer.encode_batch(list(CALIBRATION_TEXTS), truncation=True)
-    token_types = checkpoint.config.type_vocab_size > 0
-    return list(make_batches(encoded, 2048, tokenizer.pad_token_id, token_types))

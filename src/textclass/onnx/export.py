@@ -1,14 +1,19 @@
 """Export a checkpoint to ONNX, fuse it with ONNX Runtime's transformer optimizer, and quantize it to int8
 (per-row activation scales: quantize.py).
 
-Runs once per checkpoint and mode (artefacts.py caches the result); needs onnx and onnxruntime, and torch only
-for families without a torch-free graph builder (`Family.onnx_builder`; the BERT lineage has onnx_graph.py).
-What was measured on this project's CPU decides the recipe:
+Runs once per checkpoint and mode (cache.py keeps the result); needs onnx and onnxruntime, and torch only for
+families without a torch-free graph builder (`Family.onnx_builder`; the BERT lineage has graph.py). What was
+measured on this project's CPU decides the recipe:
 - the legacy TorchScript exporter (`dynamo=False`) on explicit matmul-softmax-matmul attention gives the
   graph ORT's optimizer fuses into Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization;
-  onnx_graph.py builds that same graph from config.json and the weights, and it fuses the same way;
-- int8 is quantize.py's rewrite of the fused graph, not ONNX Runtime's `quantize_dynamic`: that one scales
-  activations per batch, so a text's scores moved with its neighbours (up to 0.28 in probability).
+  graph.py builds that same graph from config.json and the weights, and it fuses the same way;
+- int8 is quantize.py's rewrite of that fused graph, not ONNX Runtime's `quantize_dynamic`: that one scales
+  activations per batch, so a text's scores moved with its neighbours;
+- the weights go to a side file (`<name>.data`, ONNX external data), which ONNX Runtime maps instead of parsing
+  out of the protobuf: a session opens several times faster (docs/performance.md, "Cold start");
+- `link` (fp32, a graph shipped beside its checkpoint, like the bundled model's) points the weights into the
+  checkpoint's safetensors files instead (link.py). Build time only: what the CPU runs is decided in runtime/,
+  which passes the int8 plan and the calibration feeds in.
 """
 
 from __future__ import annotations
@@ -17,91 +22,137 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textclass.checkpoint import Checkpoint
 from textclass.errors import InputError
 from textclass.extras import require_torch
 
+if TYPE_CHECKING:
+    import onnx
+
+    from textclass.onnx.quantize import Feeds
+
 # Bump when the exported graph changes: every cached artefact made by an older recipe becomes stale.
-# 2: the BERT lineage's graph is built by onnx_graph.py (same fused operators and outputs as the traced one).
+# 2: the BERT lineage's graph is built by graph.py (same fused operators and outputs as the traced one).
 EXPORT_VERSION = 2
 OPSET = 17
 ONNX_MODES = ("fp32", "int8")
+EXTERNAL_DATA_MIN_BYTES = 1024  # initializers at least this large go to the side file
 
 log = logging.getLogger("textclass")
 
 
-def export_settings(mode: str) -> dict[str, Any]:
-    """Everything besides the checkpoint that decides the artefact's content: part of its cache key."""
+def export_settings(mode: str, plan: str | None = None) -> dict[str, Any]:
+    """Everything besides the checkpoint that decides the artefact's content: part of its cache key. `plan`
+    (int8): this CPU's int8 kernels (quantize.PLANS, chosen by runtime/cpu.py): a graph for another CPU differs."""
+    if mode not in ONNX_MODES:
+        raise InputError(f"ONNX mode must be one of {', '.join(ONNX_MODES)}; got {mode!r}")
     settings: dict[str, Any] = {"export_version": EXPORT_VERSION, "mode": mode, "opset": OPSET, "fused": True}
-    if mode == "int8":  # the plan follows this CPU's int8 kernels (cpu.py): a graph for another CPU is rebuilt
-        from textclass.onnx.quantize import VERSION
-        from textclass.runtime.cpu import int8_plan
+    if mode == "int8":
+        from textclass.onnx.quantize import PLANS, VERSION
 
-        settings["quantization"] = {"activations": "per row", "weights": "per channel", "plan": int8_plan(),
+        if plan not in PLANS:
+            raise ValueError(f"an int8 export needs the CPU's int8 plan, one of {', '.join(PLANS)}; got {plan!r}")
+        settings["quantization"] = {"activations": "per row", "weights": "per channel", "plan": plan,
                                     "version": VERSION}  # fmt: skip
     return settings
 
 
-def export_onnx(checkpoint: Checkpoint, out: Path, mode: str, link: bool = False, traced: bool = False) -> None:
-    """Write the checkpoint's classifier to `out` as a fused fp32 or int8 ONNX graph, atomically.
+def export_graphs(
+    checkpoint: Checkpoint,
+    modes: Sequence[str],
+    plan: str | None = None,
+    calibration: Iterable[Feeds] = (),
+    traced: bool = False,
+) -> dict[str, onnx.ModelProto]:
+    """The checkpoint's classifier as fused ONNX graphs, one per mode, weights inside: "fp32", and "int8" derived
+    from that same fused graph (`plan`, `calibration`: quantize.int8_model).
 
     Inputs input_ids, attention_mask (and token_type_ids when the family has them), all (batch, seq) int64;
-    output logits (batch, num_labels) float32. `link` (fp32, `out` in the checkpoint's folder): the graph
-    reads its weights from the checkpoint's safetensors files instead of holding a copy (onnx_link.py).
-    `traced`: use the torch exporter even where the family has a builder (tests and bench/onnx_build.py
-    compare the two).
+    output logits (batch, num_labels) float32. `traced`: the torch exporter even where the family has a builder
+    (tests and bench/onnx_build.py compare the two).
     """
-    if mode not in ONNX_MODES:
-        raise InputError(f"ONNX mode must be one of {', '.join(ONNX_MODES)}; got {mode!r}")
-    require_exporter(checkpoint, mode, traced)
+    for mode in modes:
+        export_settings(mode, plan)  # an unknown mode, or int8 without a plan: before any work
+    require_exporter(checkpoint, traced)
+    fused = _fuse(checkpoint, unfused_graph(checkpoint, traced))
+    graphs = {}
+    if "int8" in modes:
+        from textclass.onnx.quantize import int8_model
+
+        graphs["int8"] = int8_model(fused, plan, calibration)  # type: ignore[arg-type]
+    if "fp32" in modes:
+        graphs["fp32"] = fused
+    return graphs
+
+
+def export_onnx(
+    checkpoint: Checkpoint,
+    out: Path,
+    mode: str = "fp32",
+    plan: str | None = None,
+    calibration: Iterable[Feeds] = (),
+    link: bool = False,
+    traced: bool = False,
+) -> None:
+    """Write one of export_graphs' graphs to `out` (save_graph: weights in `out`'s side file). `link` (fp32, `out`
+    in the checkpoint's folder): the graph reads its weights from the checkpoint's safetensors files instead,
+    which is how a bundled model ships its graph at no extra size (link.py)."""
+    if link and mode != "fp32":
+        raise ValueError("only an fp32 graph reads its weights from the checkpoint's files")
+    model = export_graphs(checkpoint, [mode], plan, calibration, traced)[mode]
+    if link:
+        from textclass.onnx.link import link_weights
+
+        stats = link_weights(model, list(checkpoint.weight_files))
+        log.info("ONNX graph reads %s weight tensors from the checkpoint; %s bytes stay inside",
+                 stats["linked"], stats["embedded_bytes"])  # fmt: skip
+    save_graph(model, out, external=not link)
+
+
+def save_graph(model: onnx.ModelProto, out: Path, external: bool = True) -> None:
+    """Write `model` to `out`, its large initializers to `out.name + ".data"` beside it (`external`). Both files
+    are written under temporary names first, the graph renamed last. Empties the model's initializers."""
+    import onnx
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Work files live beside the target so the final os.replace is atomic (same filesystem).
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".textclass-export-") as work:
-        raw, fused = Path(work) / "raw.onnx", Path(work) / "fused.onnx"
-        write_graph(checkpoint, raw, traced)
-        _fuse(checkpoint, raw, fused)
-        final = fused
-        if link and mode == "fp32":
-            final = Path(work) / "linked.onnx"
-            _link(checkpoint, fused, final)
-        if mode == "int8":
-            from textclass.onnx.calibration import calibration_batches
-            from textclass.onnx.quantize import write_int8
-            from textclass.runtime.cpu import int8_plan
-
-            final = Path(work) / "int8.onnx"
-            write_int8(fused, final, int8_plan(), calibration_batches(checkpoint))
-        os.replace(final, out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".textclass-save-") as work:
+        temporary = Path(work) / out.name
+        if external:
+            onnx.save_model(model, str(temporary), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=out.name + ".data", size_threshold=EXTERNAL_DATA_MIN_BYTES)  # fmt: skip
+            os.replace(temporary.with_name(out.name + ".data"), out.with_name(out.name + ".data"))
+        else:
+            onnx.save_model(model, str(temporary))
+        os.replace(temporary, out)
 
 
-def require_exporter(checkpoint: Checkpoint, mode: str, traced: bool = False) -> None:
+def require_exporter(checkpoint: Checkpoint, traced: bool = False) -> None:
     """Raise MissingExtra before any work when the export needs what is not installed: torch to trace a family
     without a graph builder (int8 needs nothing more than fp32)."""
     if traced or not checkpoint.family.onnx_builder:
         require_torch(f"exporting a {checkpoint.config.model_type} model to ONNX")
 
 
-def write_graph(checkpoint: Checkpoint, path: Path, traced: bool = False) -> None:
-    """The unfused fp32 graph: built from config and weights when the family has a builder (no torch needed),
-    else traced from the torch model."""
+def unfused_graph(checkpoint: Checkpoint, traced: bool = False) -> onnx.ModelProto:
+    """The unfused fp32 graph: built from config and weights when the family has a builder (no torch needed, and
+    no file: it goes to the fuser in memory), else traced from the torch model."""
     if checkpoint.family.onnx_builder and not traced:
-        _build(checkpoint, path)
-    else:
-        _trace(checkpoint, path)
+        from textclass.checkpoint.weights import map_weights, read_arrays
 
-
-def _build(checkpoint: Checkpoint, path: Path) -> None:
+        state, new_head, sources = map_weights(checkpoint, read_arrays(checkpoint))
+        if new_head:
+            raise bare_encoder_error(checkpoint)
+        ours_to_source = {ours: name for name, ours in sources.items()}
+        return checkpoint.family.build_onnx(checkpoint.config, state, ours_to_source)
     import onnx
-    from textclass.checkpoint.weights import map_weights, read_arrays
 
-    state, new_head, sources = map_weights(checkpoint, read_arrays(checkpoint))
-    if new_head:
-        raise bare_encoder_error(checkpoint)
-    ours_to_source = {ours: name for name, ours in sources.items()}
-    onnx.save(checkpoint.family.build_onnx(checkpoint.config, state, ours_to_source), str(path))
+    with tempfile.TemporaryDirectory(prefix="textclass-export-") as work:
+        _trace(checkpoint, Path(work) / "traced.onnx")
+        return onnx.load(str(Path(work) / "traced.onnx"))
 
 
 def bare_encoder_error(checkpoint: Checkpoint) -> InputError:
@@ -144,16 +195,15 @@ def _trace(checkpoint: Checkpoint, path: Path) -> None:
         )
 
 
-def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
+def _fuse(checkpoint: Checkpoint, raw: onnx.ModelProto) -> onnx.ModelProto:
     config = checkpoint.config
     if checkpoint.family.onnx_fusion is None:
-        os.replace(raw, out)  # no fusion recipe for this family: ORT's own graph optimizations run at load
-        return
+        return raw  # no fusion recipe for this family: ORT's own graph optimizations run at load
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     # Without symbolic shape inference, which needs sympy (not a core dependency): on these graphs it fuses
-    # the same operators (tests/test_onnx_graph.py). The fusion that would use it says so; nothing to report.
+    # the same operators (tests/onnx/test_onnx_graph.py). The fusion that would use it says so; nothing to report.
     options = FusionOptions(checkpoint.family.onnx_fusion)
     options.enable_shape_inference = False
     quiet = logging.getLogger("fusion_skiplayernorm")
@@ -161,7 +211,7 @@ def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
     quiet.setLevel(logging.ERROR)
     try:
         optimized = optimize_model(
-            str(raw),
+            raw,
             model_type=checkpoint.family.onnx_fusion,
             num_heads=config.num_heads,
             hidden_size=config.hidden_size,
@@ -174,15 +224,4 @@ def _fuse(checkpoint: Checkpoint, raw: Path, out: Path) -> None:
     if fused.get("Attention", 0) != config.num_layers:
         # Still correct, only slower: say so rather than hide it.
         log.warning("ONNX Runtime fused %s of %s attention layers", fused.get("Attention", 0), config.num_layers)
-    optimized.save_model_to_file(str(out))
-
-
-def _link(checkpoint: Checkpoint, fused: Path, out: Path) -> None:
-    import onnx
-    from textclass.onnx.link import link_weights
-
-    model = onnx.load(str(fused))
-    stats = link_weights(model, list(checkpoint.weight_files))
-    log.info("ONNX graph reads %s weight tensors from the checkpoint; %s bytes stay inside",
-             stats["linked"], stats["embedded_bytes"])  # fmt: skip
-    onnx.save(model, str(out))
+    return optimized.model

@@ -1,7 +1,7 @@
 """Int8 whose answer for a text does not depend on its batch: per-row activation scales, per-channel weights.
 
 ONNX Runtime's dynamic quantization (`quantize_dynamic`) picks one activation scale per tensor, i.e. per batch,
-so a text's scores move with its neighbours (up to 0.28 in probability on the bundled model). Here every MatMul
+so a text's scores move with its neighbours (docs/performance.md measures how far). Here every MatMul
 with a constant weight in the fp32 graph (export.py) becomes
 
     x'    = x / s                                        # s: (in,) per-channel smoothing, fixed at export
@@ -12,21 +12,20 @@ with a constant weight in the fp32 graph (export.py) becomes
 Integer sums are exact, so a text scores bit for bit the same alone or in any batch. Fused Attention's QKV
 projection is split out the same way (three products from one quantized input); attention itself, LayerNorm,
 GELU, softmax and the classification head stay fp32 (the head sees one row per text: it costs nothing, and its
-error would land straight on the logits). Embeddings stay fp32 (a lookup; beside the checkpoint they are read
-from its safetensors file).
+error would land straight on the logits). Embeddings stay fp32 (a lookup). The input is the fused fp32 graph as
+export.py builds it, weights inside (never a graph linked to a checkpoint's files: onnx/link.py is for shipping).
 
-What decided this (bundled model against exact fp32 on SST-2 dev halves; AMD EPYC, AVX2 without VNNI):
-- uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran 4x slower). Without VNNI its
-  kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and 8-bit
-  weights (relative error 0.3 on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and
-  run 1.5x fp32 on one core, but miss the contract: p99 |Δp| 0.063-0.10, labels flipped at 0.75. So 8 bits
-  and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights are stored as uint8 around
-  128 for MLAS's u8·u8 kernel (16-bit products, no overflow; 1.25-1.4x fp32 on one core). cpu.int8_plan picks.
-- A few residual channels reach 15x the others (channel 99 of the bundled model: 28 where most stay under 2),
-  and a row's scale follows its largest value: the other channels kept 3-4 bits. Dividing each input channel by
-  s = sqrt(its typical max / its weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5)
-  evens them out: p99 0.049 -> 0.035, mean 0.0033 -> 0.0021. The typical max is measured at export on
-  calibration.py's sentences (random token ids gave p99 0.064; held-out SST-2 phrases 0.044; those 0.032-0.035).
+What decided this (bundled model against exact fp32 on SST-2 dev halves; the figures are in docs/performance.md,
+"The CPU default and its accuracy contract"):
+- uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran several times slower). Without
+  VNNI its kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and
+  8-bit weights (on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and run faster, but
+  miss the contract. So 8 bits and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights
+  are stored as uint8 around 128 for MLAS's u8·u8 kernel (16-bit products, no overflow). cpu.int8_plan picks.
+- A few residual channels are an order of magnitude larger than the others, and a row's scale follows its
+  largest value: the other channels kept 3-4 bits. Dividing each input channel by s = sqrt(its typical max / its
+  weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5) evens them out. The typical max is
+  measured at export on calibration.py's sentences (which beat random token ids and held-out SST-2 phrases).
 - A GELU's output is ≥ -0.17: shifted by +0.171 it is quantized unsigned over [0, max], which doubles the
   resolution of a symmetric range; the shift comes off again as a constant bias, -0.171·Σₖ W[k, n].
 - The row scale is MatMulIntegerToFloat's A scale (it broadcasts (batch, seq, 1)): no extra pass over the
@@ -35,11 +34,8 @@ What decided this (bundled model against exact fp32 on SST-2 dev halves; AMD EPY
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,7 +43,8 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-    from textclass.runtime.batching import Batch
+# One calibration batch as ONNX Runtime feeds: input_ids, attention_mask (and token_type_ids), (batch, seq) int64.
+Feeds = Mapping[str, np.ndarray]
 
 VERSION = 3  # bump when the rewrite changes: cached int8 artefacts of an older one are rebuilt
 
@@ -78,38 +75,27 @@ SMOOTHING = 0.5  # SmoothQuant's α: how much of a channel's range moves from th
 GELU_SHIFT = 0.171  # > the largest negative value of erf- and tanh-GELU (0.16997, 0.17004)
 _GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
 _MS = "com.microsoft"
-_FOLDABLE = ("Cast", "Transpose", "Identity", "Concat")  # what onnx_link.py puts on linked weights
 
 
-def write_int8(
-    fp32: Path, out: Path, plan: str, calibration: Iterable[Batch] = (), link_to: Sequence[Path] = ()
-) -> None:
-    """Write the per-row int8 form of the fp32 ONNX graph `fp32` (an artefact export.py made, its weights linked
-    or not) to `out`, atomically. `calibration`: batches to measure each channel's range on (calibration.py);
-    none, no smoothing. `link_to`: the checkpoint's safetensors files when `out` sits beside them: the weights
-    that stay fp32 (embeddings) are then read from those files instead of copied."""
-    import onnx
+def int8_model(fused: onnx.ModelProto, plan: str, calibration: Iterable[Feeds] = ()) -> onnx.ModelProto:
+    """The per-row int8 form of a fused fp32 graph (export.py's, its weights inside it), as a new model.
 
-    model = onnx.load(str(fp32))  # a linked graph's external data resolves from its folder
-    fold_constants(model)
+    `plan`: this CPU's int8 kernels (PLANS; runtime/cpu.py decides and passes it in). `calibration`: input feeds
+    to measure each channel's range on (runtime/ tokenizes calibration.py's sentences); none, no smoothing."""
+    model = type(fused)()
+    model.CopyFrom(fused)
     quantize_rows(model, plan, activation_max=channel_ranges(model, calibration))
-    if link_to:
-        from textclass.onnx.link import link_weights
-
-        link_weights(model, list(link_to))
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".textclass-int8-") as work:
-        onnx.save(model, str(Path(work) / "int8.onnx"))
-        os.replace(Path(work) / "int8.onnx", out)
+    return model
 
 
-def channel_ranges(model: onnx.ModelProto, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
-    """Weight name -> (in,) largest |x| per input channel of that layer's input, over the batches' real tokens
-    (fp32, ONNX Runtime). Empty without batches."""
+def channel_ranges(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> dict[str, np.ndarray]:
+    """Weight name -> (in,) largest |x| per input channel of that layer's input, over the feeds' real tokens
+    (fp32, ONNX Runtime). Empty without feeds."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    batches = list(batches)
-    if not batches:
+    calibration = list(calibration)
+    if not calibration:
         return {}
     weights = {init.name for init in model.graph.initializer}
     inputs = {node.input[1]: node.input[0] for node in model.graph.node
@@ -121,51 +107,15 @@ def channel_ranges(model: onnx.ModelProto, batches: Iterable[Batch]) -> dict[str
     names = [output.name for output in session.get_outputs()]
     wanted = {item.name for item in session.get_inputs()}
     largest: dict[str, np.ndarray] = {}
-    for batch in batches:
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                 "token_type_ids": batch.token_type_ids if batch.token_type_ids is not None
-                 else np.zeros_like(batch.input_ids)}  # fmt: skip
+    for feeds in calibration:
+        feeds = {"token_type_ids": np.zeros_like(feeds["input_ids"]), **feeds}  # a graph with token types, none given
         values = dict(zip(names, session.run(None, {k: v for k, v in feeds.items() if k in wanted})))
-        real = batch.attention_mask.astype(bool)  # (batch, seq): padding positions say nothing
+        real = feeds["attention_mask"].astype(bool)  # (batch, seq): padding positions say nothing
         for name, tensor in values.items():
             if tensor.ndim == 3 and tensor.shape[:2] == real.shape:
                 seen = np.abs(tensor[real]).max(axis=0)
                 largest[name] = np.maximum(largest.get(name, seen), seen)
     return {weight: largest[source] for weight, source in inputs.items() if source in largest}
-
-
-def fold_constants(model: onnx.ModelProto) -> None:
-    """Turn the Cast/Transpose/Concat/Identity nodes that only read initializers (a linked graph's, onnx_link.py)
-    back into plain initializers, in place, so every weight is a constant the rewrite can quantize."""
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    folded = set()
-    kept = []
-    for node in graph.node:
-        if node.op_type not in _FOLDABLE or not all(name in values for name in node.input):
-            kept.append(node)
-            continue
-        inputs = [values[name] for name in node.input]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Cast":
-            result = inputs[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
-        elif node.op_type == "Transpose":
-            result = np.transpose(inputs[0], attrs.get("perm"))
-        elif node.op_type == "Concat":
-            result = np.concatenate(inputs, axis=attrs["axis"])
-        else:
-            result = inputs[0]
-        values[node.output[0]] = np.ascontiguousarray(result)
-        folded.add(node.output[0])
-    if not folded:
-        return
-    used = {name for node in kept for name in node.input} | {out.name for out in graph.output}
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in values.items() if name in used)
 
 
 @dataclass

@@ -2,18 +2,17 @@
 it runs fastest within the accuracy contract (contract.py).
 
 Flags come from /proc/cpuinfo (Linux; inside a VM they are what the hypervisor passes through, which is what
-the kernels can use), else from numpy's own CPU dispatch table (other systems). What they decide, as measured
-(docs/performance.md; ../shared/RECIPES.md lists the CPUs these sessions ran on):
+the kernels can use), else from numpy's own CPU dispatch table (other systems). What they decide (the measurements
+are in docs/performance.md, "The CPU default and its accuracy contract"; ../shared/RECIPES.md lists the CPUs):
 - int8 dot products summed in int32 (VNNI: avx512_vnni, avx_vnni; AMX: amx_int8): per-row int8 (quantize.py)
   on MLAS's fast uint8 × int8 kernel, 8-bit weights. Its answers equal the AVX2 format's (the same integers), so
-  the contract measured on AVX2 holds; its speed is the int8 kernel's (ONNX Runtime int8 ran 3.8x fp32 on AMX).
+  the contract measured on AVX2 holds; its speed is the int8 kernel's.
 - AVX2 + FMA without VNNI: per-row int8 with 8-bit weights stored around 128 for the uint8 × uint8 kernel (the
-  uint8 × int8 one overflows its int16 sums at 8 bits here): 1.2-1.4x exact fp32 on one core of an AMD EPYC of
-  that kind (CPU time; two-thread wall time on that shared machine scattered from 1.0x to 1.7x), contract kept
-  on SST-2 dev. If a quiet machine shows it no faster than fp32, this kind's default belongs to fp32.
+  uint8 × int8 one overflows its int16 sums at 8 bits here): faster than exact fp32 there, contract kept. If a
+  quiet machine shows it no faster than fp32, this kind's default belongs to fp32.
 - anything else (no AVX2, or not x86): ONNX Runtime fp32, exact; per-row int8 was not measured there.
-Native bf16 (avx512_bf16, amx_bf16) makes torch bf16 worth asking for; without it torch emulates bf16,
-~6x slower than fp32, so bf16 is never picked there and asking for it by name warns.
+Native bf16 (avx512_bf16, amx_bf16) makes torch bf16 worth asking for; without it torch emulates bf16, several
+times slower than fp32, so bf16 is never picked there and asking for it by name warns.
 """
 
 from __future__ import annotations

@@ -1,47 +1,47 @@
-"""Choosing and building the engine that runs batches: backend, device and dtype, decided once at load.
+"""The engine interface: what every engine that runs batches offers its callers, declared in one place.
 
-An engine is a callable Batch -> (rows, num_labels) float32 numpy logits with `uses_token_types`,
-`backend` and `dtype`. Two backends:
-- torch: fp32 (exact), bf16, fp16 (GPU), int8 (dynamic quantization of the Linear layers); any device.
-- onnx: ONNX Runtime on CPU, fp32 or int8 (fused graph; int8 with per-row activation scales, quantize.py);
-  needs no torch at run time.
-The CPU default is chosen by the CPU's instruction set (cpu.py): the fastest mode that keeps the accuracy
-contract against exact fp32 (contract.py): per-row int8 on x86 with AVX2 or VNNI, its near ties scored again in
-fp32 (rescore.py), ONNX Runtime fp32 elsewhere. An engine may also `map` many batches at once (run_batches).
-A GPU defaults to torch bf16. Every engine carries `reason`: why that mode runs, decided once at load.
-See docs/performance.md for the figures.
+An engine turns a Batch into (rows, num_labels) float32 numpy logits, one batch (`__call__`) or many (`map`: ONNX
+Runtime runs them side by side on the CPUs), and says what it is (`backend`, `dtype`) and why it was chosen
+(`reason`, decided once at load by precision.py). Three engines (load.py builds them):
+- torch_engine.TorchEngine: the family's nn.Module in fp32 (exact), bf16, fp16 (GPU) or dynamic int8, any device;
+- onnx_engine.OnnxEngine: ONNX Runtime on CPU, fp32 or per-row int8 (onnx/quantize.py), no torch at run time;
+- rescore.RescoringEngine: per-row int8 whose near ties are scored again in exact fp32, the CPU default on x86
+  with AVX2 or VNNI (runtime/cpu.py) because it keeps the accuracy contract (accuracy/contract.py).
+docs/performance.md has the figures.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from textclass.runtime.batching import Batch
 
-log = logging.getLogger("textclass")
+
+@dataclass
+class Rescored:
+    """What a rescoring engine did so far: texts it scored, and how many of those fp32 scored again."""
+
+    texts: int = 0
+    again: int = 0
 
 
 class Engine(Protocol):
-    backend: str
-    uses_token_types: bool
+    backend: str  # "torch" or "onnx"
+    reason: str  # why this mode runs here, e.g. "CPU default (avx2, fma, ...): per-row int8 ...": inspect, /info, -v
+    uses_token_types: bool  # whether batches must carry token_type_ids
+    model: nn.Module | None  # the torch module it runs (explain's gradients reuse an fp32 one); None on ONNX Runtime
+    rescored: Rescored | None  # near ties scored again (rescore.py: `textclass check` reports it); None elsewhere
 
     @property
-    def dtype(self) -> str: ...
+    def dtype(self) -> str: ...  # "float32", "bfloat16", "float16" or "int8"
 
-    def __call__(self, batch: Batch) -> np.ndarray: ...
+    def __call__(self, batch: Batch) -> np.ndarray: ...  # (rows, num_labels) float32 logits
 
-
-def run_batches(engine: Engine, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
-    """Each batch's (rows, num_labels) logits, in order; an engine with a `map` of its own (ONNX Runtime: batches
-    side by side on the CPUs) runs several batches that way."""
-    side_by_side = getattr(engine, "map", None)
-    if side_by_side is None or len(batches) < 2:
-        return map(engine, batches)
-    return side_by_side(batches)
-
-
+    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]: ...  # each batch's logits, in order

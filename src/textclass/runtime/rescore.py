@@ -3,15 +3,14 @@
 
 Per-row int8 (quantize.py) moves a text's logits a little, whatever the text. Where the model is sure, that
 hardly moves its probabilities; near a tie the same change moves them most (dp/dlogit = p(1 - p)) and can flip the
-label. On texts with many near ties, int8 alone misses the accuracy contract (contract.py) where bf16 keeps it:
-2,000 mixed-sentiment sentences (bench/common.py: contrast_texts), bundled model, agreement 99.05%, mean |Δp|
-0.0068, p99 0.080. So every text whose int8 answer is near a tie is run again in fp32, and fp32's logits are its
-answer:
+label. On texts with many near ties (bench/common.py: contrast_texts, mixed-sentiment sentences), int8 alone
+misses the accuracy contract (contract.py) where bf16 keeps it. So every text whose int8 answer is near a tie is
+run again in fp32, and fp32's logits are its answer:
 - exclusive labels (softmax): the top probability is at most MARGIN above the runner-up;
 - independent labels (sigmoid): some label lies within MARGIN / 2 of 0.5.
 MARGIN = 0.5 (for two labels: top probability ≤ 0.75) is the smallest of 0.3-0.8 that kept the contract with a
-20% margin on those sentences (docs/performance.md): 10.3% of them scored again, agreement 100%, mean |Δp| 0.0031,
-p99 0.037. On texts where the model is sure, next to nothing runs twice.
+20% margin on those sentences; the figures are in docs/performance.md ("Near ties scored again in fp32"). On
+texts where the model is sure, next to nothing runs twice.
 
 A text's way is decided by its own int8 output, and both engines score rows independently of their neighbours,
 so the answer still does not depend on the batch. The fp32 engine opens on the first near tie. Raw scores
@@ -23,12 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from textclass import postprocess
 from textclass.runtime.batching import Batch, regroup
+from textclass.runtime.engine import Rescored
 
 if TYPE_CHECKING:
     from textclass.runtime.onnx_engine import OnnxEngine
@@ -38,8 +38,9 @@ log = logging.getLogger("textclass")
 
 
 def near_ties(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
-    """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring)."""
-    probs = postprocess.apply(logits / temperature, function)
+    """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring), judged on
+    the scores the model reports (postprocess.apply: its temperature, then its function)."""
+    probs = postprocess.apply(logits, function, temperature)
     if function == "softmax" and probs.shape[1] > 1:
         top2 = np.sort(probs, axis=1)[:, -2:]
         return np.flatnonzero(top2[:, 1] - top2[:, 0] <= MARGIN)
@@ -50,15 +51,22 @@ class RescoringEngine:
     """Per-row int8 (`fast`) whose near ties `exact` (fp32, opened when first needed) scores again."""
 
     backend = "onnx"
-    reason = ""
+    model = None  # no torch module
 
     def __init__(
-        self, fast: OnnxEngine, exact: Callable[[], OnnxEngine], function: str, temperature: float, pad_token_id: int
+        self,
+        fast: OnnxEngine,
+        exact: Callable[[], OnnxEngine],
+        function: str,
+        temperature: float,
+        pad_token_id: int,
+        reason: str = "",
     ):
         self.fast, self._open_exact, self._exact = fast, exact, None
         self.function, self.temperature, self.pad_token_id = function, temperature, pad_token_id
+        self.reason = reason
         self.uses_token_types = fast.uses_token_types
-        self.scored = self.rescored = 0  # texts seen, and how many of them fp32 scored again
+        self.rescored = Rescored()  # texts seen, and how many of them fp32 scored again
         self._failed = False  # the fp32 engine could not be opened
         self._lock = threading.Lock()
 
@@ -70,22 +78,20 @@ class RescoringEngine:
         return next(self.map([batch]))
 
     def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
-        from textclass.runtime.engine import run_batches
-
-        logits = list(run_batches(self.fast, batches))
+        logits = list(self.fast.map(batches))
         picks = [(i, int(row)) for i, out in enumerate(logits)
                  for row in near_ties(out, self.function, self.temperature)]  # fmt: skip
         exact = self.exact if picks else None
         if exact is not None:  # the near ties of all batches, batched afresh: a few rows a batch would run slowly
             budget = max(batch.input_ids.size for batch in batches)
             groups = list(regroup(batches, picks, budget, self.pad_token_id))
-            for (group, _), again in zip(groups, run_batches(exact, [batch for _, batch in groups])):
+            for (group, _), again in zip(groups, exact.map([batch for _, batch in groups])):
                 for position, row_logits in zip(group, again):
                     i, row = picks[position]
                     logits[i][row] = row_logits
         with self._lock:
-            self.scored += sum(len(batch.indices) for batch in batches)
-            self.rescored += len(picks) if exact is not None else 0
+            self.rescored.texts += sum(len(batch.indices) for batch in batches)
+            self.rescored.again += len(picks) if exact is not None else 0
         return iter(logits)
 
     @property
@@ -100,8 +106,3 @@ class RescoringEngine:
                     self._failed = True
                     log.warning("textclass: near ties keep their int8 answers: no fp32 engine (%s)", exc)
             return self._exact
-
-    def __getattr__(self, name: str) -> Any:  # path, threads, session...: the int8 engine's
-        if name == "fast":  # not set yet (a copy, an unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.fast, name)

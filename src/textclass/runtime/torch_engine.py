@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,15 +12,17 @@ if TYPE_CHECKING:
     from torch import nn
 
     from textclass.runtime.batching import Batch
+    from textclass.runtime.engine import Rescored
 
 
 class TorchEngine:
     backend = "torch"
-    reason = ""
+    rescored: Rescored | None = None  # scores every text once
 
-    def __init__(self, model: nn.Module, device: str, dtype: str = "float32"):
+    def __init__(self, model: nn.Module, device: str, dtype: str = "float32", reason: str = ""):
         self.model = model
         self.device = device
+        self.reason = reason
         self.uses_token_types = model.config.type_vocab_size > 0
         self._dtype = dtype
 
@@ -40,3 +43,6 @@ class TorchEngine:
                 tensor(batch.token_type_ids) if self.uses_token_types and batch.token_type_ids is not None else None,
             )
         return logits.float().cpu().numpy()
+
+    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+        return map(self, batches)  # one after another: torch splits each batch over the CPUs (or the GPU) itself

@@ -36,7 +36,7 @@ async def explain_answer(model: ServedModel, body: ExplainRequest) -> Any:
             rows, counts = explain.occlusion_inputs(
                 items, options.unit, explain.replacement_id(clf.tokenizer, options.baseline)
             )
-            scores = explain.scores_of(clf, await model.infer(texts, True, "right", rows))
+            scores = clf.scores(await model.infer(texts, True, "right", rows))
             results = explain.occlusion_results(items, options.unit, scores, counts, clf.labels, body.target)
         else:
             require_torch("explaining with integrated gradients")  # 424 naming textclass[torch], before any work

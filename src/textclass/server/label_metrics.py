@@ -25,7 +25,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from textclass import postprocess
 from textclass.classifier import Classifier
-from textclass.runtime.rescore import RescoringEngine
 
 # Upper bounds (Prometheus `le`); +Inf is added. Below 0.5 coarse, above it every 0.05, and the last percent split.
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99,
@@ -47,7 +46,7 @@ class LabelCounts:
         self.model = model
         self.labels = tuple(clf.labels)
         self.function = postprocess.default_function(clf.config.problem_type, len(self.labels))
-        self.temperature = clf.temperature
+        self._scores = clf.scores  # logits -> the model's default answer (Classifier.scores)
         self._engine = clf.engine
         self._forward = forward or replica_forward(SCORE_BUCKETS)
         self._forwarded_rescored = 0
@@ -58,7 +57,7 @@ class LabelCounts:
 
     def observe_logits(self, logits: np.ndarray) -> None:
         """(texts, labels) logits: count each text's answer as the model gives it by default."""
-        self.observe(postprocess.apply(logits, self.function, self.temperature))
+        self.observe(self._scores(logits))
 
     def observe(self, scores: np.ndarray) -> None:
         """(texts, labels) scores already in the model's default function (long texts: their windows combined)."""
@@ -86,7 +85,8 @@ class LabelCounts:
     @property
     def rescored(self) -> int:
         """Texts fp32 scored again so far (the engine keeps the count); 0 when the mode never rescores."""
-        return self._engine.rescored if isinstance(self._engine, RescoringEngine) else 0
+        counts = self._engine.rescored  # None when the mode never rescores
+        return counts.again if counts is not None else 0
 
 
 class PredictionCollector(Collector):

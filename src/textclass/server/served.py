@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from textclass import postprocess
 from textclass.checkpoint.tokenizer import Encoded, TextInput
 from textclass.classifier import Classifier
 from textclass.errors import InputError, LimitError
@@ -172,16 +171,16 @@ class ServedModel:
         counted = self.predictions.function  # the model's default scores are what the prediction counts tally
         if windows is None:
             logits = await self.infer(items, truncate, side)
-            scores = postprocess.apply(logits, function, clf.temperature)
-            default = scores if function == counted else postprocess.apply(logits, counted, clf.temperature)
+            scores = clf.scores(logits, function)
+            default = scores if function == counted else clf.scores(logits, counted)
             self.predictions.observe(default)
             return scores, None
         # strict=False: a text the tokenizer gives no tokens is scored as truncation scores it (special tokens only);
         # which characters have no token is the tokenizer's business, and no schema can say it.
         plan = await off_loop(sum(map(len_chars, items)), self._plan, windows, items)
         logits = await self.infer(items, truncate, side, plan.encoded)
-        self.predictions.observe(plan.combine(postprocess.apply(logits, counted, clf.temperature)))
-        return plan.combine(postprocess.apply(logits, function, clf.temperature)), plan.counts
+        self.predictions.observe(plan.combine(clf.scores(logits, counted)))
+        return plan.combine(clf.scores(logits, function)), plan.counts
 
     def _plan(self, windows: chunking.Windows, items: list[TextInput]) -> chunking.Plan:
         """The windows of these texts, cut (in linear time) no further than the token bound could admit: a window

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textclass import postprocess
 from textclass.checkpoint.tokenizer import Encoded
 from textclass.errors import InputError
 from textclass.extras import require_torch
@@ -134,12 +133,6 @@ def target_index(labels: Sequence[str], target: str | int | None, predicted: int
                      f"got {target!r}")  # fmt: skip
 
 
-def scores_of(clf: Classifier, logits: np.ndarray) -> np.ndarray:
-    """(rows, labels) scores exactly as `clf(text)` reports them: temperature, then softmax/sigmoid (or logits)."""
-    function = postprocess.resolve_function(None, clf.config.problem_type, clf.config.num_labels)
-    return postprocess.apply(logits, function, clf.temperature)
-
-
 # ---- occlusion: prepare variants, score them anywhere (one run call, or the server's batcher), then read them ----
 def occlusion_inputs(texts: list[Tokens], unit: str, replacement: int | None) -> tuple[list[Encoded], list[int]]:
     """Per text: the text itself, then one variant per unit with that unit occluded; and the rows per text."""
@@ -180,7 +173,7 @@ def occlusion_results(
 
 def occlusion(clf: Classifier, texts: list[Tokens], target: Any, options: Options) -> list[dict[str, Any]]:
     rows, counts = occlusion_inputs(texts, options.unit, replacement_id(clf.tokenizer, options.baseline))
-    scores = scores_of(clf, clf.run(rows))
+    scores = clf.scores(clf.run(rows))
     return occlusion_results(texts, options.unit, scores, counts, clf.labels, target)
 
 
@@ -198,9 +191,8 @@ def fp32_torch_model(clf: Classifier) -> nn.Module:
 
     from textclass.checkpoint import build_model
 
-    engine_model = getattr(clf.engine, "model", None)
-    if clf.engine.backend == "torch" and clf.engine.dtype == "float32" and engine_model is not None:
-        return engine_model
+    if clf.engine.backend == "torch" and clf.engine.dtype == "float32" and clf.engine.model is not None:
+        return clf.engine.model
     return build_model(clf.checkpoint, torch.float32, clf.device)[0]
 
 
@@ -212,7 +204,6 @@ def integrated_gradients(clf: Classifier, texts: list[Tokens], target: Any, opti
     caller = threading.get_ident()
     replacement = replacement_id(clf.tokenizer, options.baseline)
     alphas, weights = (torch.tensor(v, dtype=torch.float32, device=clf.device) for v in quadrature(options.steps))
-    function = postprocess.resolve_function(None, clf.config.problem_type, clf.config.num_labels)
     results = []
     for item in texts:
         ids = torch.tensor([item.ids], device=clf.device)  # (1, seq)
@@ -221,7 +212,7 @@ def integrated_gradients(clf: Classifier, texts: list[Tokens], target: Any, opti
         with torch.no_grad():
             inputs = word(ids)  # (1, seq, hidden)
             baseline = word(torch.where(special, ids, replacement))  # special tokens kept, as captum's usual setup
-            probabilities = model_scores(model(ids, None, types), function, clf.temperature)[0]
+            probabilities = clf.scores(model(ids, None, types))[0]  # differentiable: a tensor
         label = target_index(clf.labels, target, int(probabilities.argmax()))
         gradient = torch.zeros_like(inputs)  # Σ_steps weight · ∂score/∂embedding, (1, seq, hidden)
         per_pass = max(1, clf.max_batch_tokens // len(item.ids))  # path points per forward pass
@@ -237,7 +228,7 @@ def integrated_gradients(clf: Classifier, texts: list[Tokens], target: Any, opti
                 with torch.enable_grad():
                     rows = len(path)
                     logits = model(ids.expand(rows, -1), None, None if types is None else types.expand(rows, -1))
-                    score = model_scores(logits, function, clf.temperature)[:, label]
+                    score = clf.scores(logits)[:, label]
                     (grad,) = torch.autograd.grad(score.sum(), path)
             finally:
                 hook.remove()
@@ -245,15 +236,6 @@ def integrated_gradients(clf: Classifier, texts: list[Tokens], target: Any, opti
         per_token = ((inputs - baseline) * gradient).sum(-1)[0]  # (seq,)
         results.append(result(item, clf.labels[label], float(probabilities[label]), per_token.cpu().numpy()))
     return results
-
-
-def model_scores(logits: Any, function: str, temperature: float) -> Any:
-    """scores_of for torch tensors, differentiable."""
-    if function == "softmax":
-        return (logits / temperature).softmax(-1)
-    if function == "sigmoid":
-        return (logits / temperature).sigmoid()
-    return logits
 
 
 # ---- the answer --------------------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textclass.tasks.explain import scores_of
-
 if TYPE_CHECKING:
     from textclass.classifier import Classifier
 
@@ -56,7 +54,7 @@ def aopc(
             for _ in range(draws):
                 variants.append(delete_words(text, rng.sample(words, min(k, len(words)))))
         plan.append((clf.labels.index(explanation["label"]), rows[0]))
-    scores = scores_of(clf, clf.run(clf.encode(variants)))
+    scores = clf.scores(clf.run(clf.encode(variants)))
     top = np.zeros((len(texts), k_max))
     rand = np.zeros((len(texts), k_max))
     for row, (label, first) in enumerate(plan):
