@@ -11,6 +11,7 @@ import threading
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from conftest import CORPUS, build_checkpoint
@@ -90,8 +91,10 @@ def assert_same(mine: httpx.Response, single: httpx.Response) -> None:
 
 def test_unknown_names_info_metrics_and_schema_describe_every_model(classifiers):
     app = create_app(classifiers, ServerSettings())
-    unknown, wrong_method, info, nli_info, metrics, schema, rerank_on_sent = exchange(app, [
+    oip_text = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    unknown, wrong_method, oip_infer, oip_ready, info, nli_info, metrics, schema, rerank_on_sent = exchange(app, [
         ("POST", "/models/topics/predict", {"inputs": "x"}), ("GET", "/models/sent/predict", None),
+        ("POST", "/v2/models/nli/infer", oip_text), ("GET", "/v2/models/rr/ready", None),
         ("GET", "/info", None), ("GET", "/models/nli/info", None), ("GET", "/metrics", None),
         ("GET", "/openapi.json", None), ("POST", "/rerank", {"query": "q", "texts": ["a"]}),
     ])  # fmt: skip
@@ -107,6 +110,11 @@ def test_unknown_names_info_metrics_and_schema_describe_every_model(classifiers)
     for name in ("sent", "nli", "rr"):
         assert f'textclass_queue_size{{model="{name}"}}' in metrics.text
     assert 'model="nli",route="/models/{name}/info"' in metrics.text
+    # OIP names the model in its path: its requests are that model's too.
+    assert oip_infer.status_code == oip_ready.status_code == 200
+    requests = {(s.labels["model"], s.labels["route"]) for family in text_string_to_metric_families(metrics.text)
+                for s in family.samples if s.name == "textclass_requests_total"}  # fmt: skip
+    assert {("nli", "/v2/models/{name:path}/infer"), ("rr", "/v2/models/{name:path}/ready")} <= requests, requests
     paths = schema.json()["paths"]
     assert "/models/rr/rerank" in paths and "/rerank" not in paths and "/models/nli/rerank" not in paths
     components = schema.json()["components"]["schemas"]
