@@ -75,6 +75,36 @@ def test_each_model_answers_as_its_own_single_model_server(classifiers):
         assert_same(mine, single)
 
 
+def test_the_protocols_pick_a_model_by_name(classifiers):
+    """Cohere/Jina rerank by their `model` field, OIP by /v2/models/NAME: each answers as that model's own server
+    (a model's /rerank and /predict); no name, an unknown one or one that cannot rank are errors naming why."""
+    docs = CORPUS[1:6]
+    oip_texts = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": CORPUS[:2]}]}
+    answers = exchange(create_app(classifiers, ServerSettings()), [
+        ("POST", "/v2/rerank", {"model": "rr", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v1/rerank", {"model": "rr", "query": CORPUS[0], "documents": docs, "top_n": 2}),
+        ("POST", "/models/rr/rerank", {"query": CORPUS[0], "texts": docs}),
+        ("POST", "/v2/models/nli/infer", oip_texts),
+        ("POST", "/models/nli/predict", {"inputs": [[t] for t in CORPUS[:2]]}),
+        ("POST", "/v2/rerank", {"query": CORPUS[0], "documents": docs}),
+        ("POST", "/v2/rerank", {"model": "nope", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v1/rerank", {"model": "sent", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v2/models/nope/infer", oip_texts),
+    ])  # fmt: skip
+    v2, v1, tei, infer, predict, unnamed, unknown, classifier, oip_unknown = answers
+    assert [r.status_code for r in answers] == [200] * 5 + [422, 404, 424, 404], [r.text for r in answers]
+    ranked = [(r["index"], pytest.approx(r["score"], abs=1e-6)) for r in tei.json()]
+    assert [(r["index"], r["relevance_score"]) for r in v2.json()["results"]] == ranked
+    assert [(r["index"], r["relevance_score"]) for r in v1.json()["results"]] == ranked[:2]
+    assert v1.json()["model"] == "rr"
+    outputs = {o["name"]: o["data"] for o in infer.json()["outputs"]}
+    assert outputs["label"] == [row[0]["label"] for row in predict.json()]
+    assert outputs["score"] == pytest.approx([row[0]["score"] for row in predict.json()], abs=1e-6)
+    assert unnamed.json()["error"] == "model is required: this server serves 'sent', 'nli', 'rr'"
+    assert "unknown model 'nope'; this server serves 'sent', 'nli', 'rr'" in unknown.json()["error"]
+    assert "one output" in classifier.json()["error"] and list(oip_unknown.json()) == ["error"]
+
+
 def assert_same(mine: httpx.Response, single: httpx.Response) -> None:
     """Equal JSON, scores within float tolerance (batches shared with other texts may differ in padding)."""
 
