@@ -158,12 +158,13 @@ def test_integrated_gradients_without_torch_is_424_naming_the_extra(counting, mo
 
 
 def test_unexpected_errors_are_json_500_on_every_route(counting, monkeypatch):
-    from textclass.server import answers, routes
+    from textclass.server import answers, oip, routes
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    for module, name in [(answers, "tokenize_answer"), (answers, "decode_answer"), (routes, "explain_answer")]:
+    for module, name in [(answers, "tokenize_answer"), (answers, "decode_answer"), (routes, "explain_answer"),
+                         (oip, "answer")]:  # fmt: skip
         monkeypatch.setattr(module, name, broken)
     monkeypatch.setattr(counting.tokenizer, "encodings", broken, raising=False)
     app = create_app(counting, ServerSettings())
@@ -171,6 +172,8 @@ def test_unexpected_errors_are_json_500_on_every_route(counting, monkeypatch):
         ("POST", "/tokenize", {"inputs": "x"}), ("POST", "/decode", {"ids": [1]}),
         ("POST", "/explain", {"inputs": "x"}),
         ("POST", "/", {"inputs": "x", "parameters": {"long_text": "chunk"}}),
+        ("POST", "/v2/models/tiny-bert0/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                             "data": ["x"]}]}),  # OIP's route: JSON 500 too
     ])  # fmt: skip
     for response in responses:
         assert response.status_code == 500, response.text
