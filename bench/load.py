@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import shutil
@@ -138,8 +139,11 @@ class LeanConnection:
 async def run_clients(
     url: str, bodies: list[list[str]], clients: int, want: dict[str, list[dict]], tally: Tally, lean: bool = False
 ):
-    """`clients` async workers share a queue of /predict bodies until it is empty (httpx, or lean connections)."""
+    """`clients` async workers share a queue of /predict bodies until it is empty (httpx, or lean connections).
+    Every answer is checked, after the clock stops: the check (numpy) would be load-generator CPU on the cores the
+    server uses."""
     queue = list(reversed(bodies))
+    answered: list[tuple[list[str], object]] = []
 
     async def worker(post) -> None:
         while queue:
@@ -153,10 +157,19 @@ async def run_clients(
             tally.latencies.append(time.perf_counter() - started)
             tally.count(status)
             if status == 200:
-                if len(answer) != len(texts) or not all(same(a, want[t]) for a, t in zip(answer, texts)):
-                    tally.wrong += 1
+                answered.append((texts, answer))
                 tally.texts += len(texts)
 
+    try:
+        await clients_until_done(url, clients, worker, tally, lean)
+    finally:
+        for texts, answer in answered:
+            if len(answer) != len(texts) or not all(same(a, want[t]) for a, t in zip(answer, texts)):  # type: ignore
+                tally.wrong += 1
+
+
+async def clients_until_done(url: str, clients: int, worker, tally: Tally, lean: bool) -> None:
+    """Run `clients` workers (each with its own connection) until the queue is empty; the seconds go in `tally`."""
     if lean:
         connections = [LeanConnection(url) for _ in range(clients)]
         started = time.perf_counter()
@@ -229,6 +242,21 @@ def single_client(
             "p50_above_offline_ms": round(p50 - offline_p50, 2), "errors": wrong}  # fmt: skip
 
 
+def thread_cpu(pid: int | None) -> tuple[float, float]:
+    """(CPU seconds of the process's main thread, the event loop's; of the whole process, threads that ended
+    included) from /proc (Linux), or NaNs where /proc is not there."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    try:
+        return seconds(Path(f"/proc/{pid}/task/{pid}/stat")), seconds(Path(f"/proc/{pid}/stat"))
+    except OSError:
+        return float("nan"), float("nan")
+
+
 def concurrent_load(
     url: str,
     clf: Classifier,
@@ -238,21 +266,33 @@ def concurrent_load(
     requests: int,
     max_seconds: float,
     lean: bool = False,
+    server_pid: int | None = None,
 ) -> dict:
-    """One sentence a request from `clients` clients, in rounds alternating with offline runs of the same texts."""
+    """One sentence a request from `clients` clients, in rounds alternating with offline runs of the same texts.
+    Also the CPU each side spent per text: offline (this process), and while serving the server's (all threads,
+    and its event loop's) and the clients' (this process: on a small machine they share the server's cores)."""
     tally, offline_seconds, offline_texts, sent = Tally(), 0.0, 0, 0
+    cpu = dict.fromkeys(("offline", "server", "loop", "clients"), 0.0)
     deadline = time.perf_counter() + max_seconds
     while sent < requests and time.perf_counter() < deadline:
         chunk = [texts[(sent + i) % len(texts)] for i in range(min(4 * clients, requests - sent))]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         clf.logits(chunk)
         offline_seconds += time.perf_counter() - started
+        cpu["offline"] += time.process_time() - cpu_started
         offline_texts += len(chunk)
+        (loop_before, server_before), cpu_started = thread_cpu(server_pid), time.process_time()
         asyncio.run(run_clients(url, [[t] for t in chunk], clients, want, tally, lean))
+        cpu["clients"] += time.process_time() - cpu_started
+        loop_after, server_after = thread_cpu(server_pid)
+        cpu["server"] += server_after - server_before
+        cpu["loop"] += loop_after - loop_before
         sent += len(chunk)
     figures = {"clients": clients, "client": "lean" if lean else "httpx", **tally.summary()}
     figures["offline_texts_per_s"] = round(offline_texts / offline_seconds, 1)
     figures["server_vs_offline"] = round(figures["texts_per_s"] / figures["offline_texts_per_s"], 3)
+    served = {k: round(cpu[k] / max(tally.texts, 1) * 1000, 3) for k in ("server", "loop", "clients")}
+    figures["cpu_ms_per_text"] = {"offline": round(cpu["offline"] / offline_texts * 1000, 3), **served}
     return figures
 
 
@@ -260,7 +300,9 @@ def batch_totals(metrics: str) -> dict[str, float]:
     """Batches, texts and model seconds so far, from the server's Prometheus metrics."""
     names = {"batches": "textclass_batch_size_count", "texts": "textclass_batch_size_sum",
              "model_seconds": "textclass_inference_duration_seconds_sum"}  # fmt: skip
-    return {k: float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1)) for k, name in names.items()}
+    # Summed over the model-labelled series (name{model="..."} value); this bench serves one model.
+    return {k: sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", metrics, re.M))
+            for k, name in names.items()}  # fmt: skip
 
 
 def batch_figures(metrics: str, before: dict[str, float]) -> dict:
@@ -282,8 +324,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests in the load phase")
     parser.add_argument("--max-seconds", type=float, default=120, help="time cap for the single and load phases")
     parser.add_argument("--overload-requests", type=int, default=2000, help="0 skips the overload phase")
+    parser.add_argument("--phases", default="single,single_lean,load,load_lean",
+                        help="comma-separated: single, single_lean, load, load_lean (overload: --overload-requests)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
 
     if not args.data.is_file():
         raise SystemExit(f"{args.data} not found; pass --data path/to/sst2/dev.tsv")
@@ -301,14 +346,17 @@ def main() -> None:
             short = sorted(texts, key=len)[:100]
             for lean in (False, True):
                 phase = "single_lean" if lean else "single"
+                if phase not in phases:
+                    continue
                 report[phase] = single_client(server.url, clf, short, want, args.max_seconds, lean)
                 print(json.dumps({"phase": phase, **report[phase]}), flush=True)
             for lean in (False, True):
                 phase = "load_lean" if lean else "load"
+                if phase not in phases:
+                    continue
                 before = batch_totals(server.http.get("/metrics").text)
-                report[phase] = concurrent_load(
-                    server.url, clf, texts, want, args.clients, args.requests, args.max_seconds, lean
-                )
+                report[phase] = concurrent_load(server.url, clf, texts, want, args.clients, args.requests,
+                                                args.max_seconds, lean, server.process.pid)  # fmt: skip
                 report[phase].update(batch_figures(server.http.get("/metrics").text, before))
                 print(json.dumps({"phase": phase, **report[phase]}), flush=True)
         finally:

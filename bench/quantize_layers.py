@@ -52,7 +52,7 @@ def main() -> None:
     from textclass.accuracy.contract import evaluate
     from textclass.classifier import Classifier
     from textclass.onnx.export import export_graphs, save_graph
-    from textclass.onnx.quantize import FORMATS, PLANS, channel_ranges, quantize_rows
+    from textclass.onnx.quantize import FORMATS, PLANS, calibrate, quantize_rows
     from textclass.runtime.cpu import int8_plan
     from textclass.runtime.load import calibration_feeds
 
@@ -60,8 +60,8 @@ def main() -> None:
     texts = read_texts(Path(args.texts), None)
     texts = texts[{"even": 0, "odd": 1}[args.half] :: 2] if args.half else texts
     encoded = clf.encode(texts)
-    fused = export_graphs(clf.checkpoint, ["fp32"])["fp32"]  # the graph int8 is built from
-    ranges = channel_ranges(fused, calibration_feeds(clf.checkpoint))
+    fused = export_graphs(clf.checkpoint, ["fp32"]).graphs["fp32"]  # the graph int8 is built from
+    ranges = calibrate(fused, calibration_feeds(clf.checkpoint)).ranges
     layers = list(ranges)
     runnable = [name for name, form in FORMATS.items() if not (int8_plan() == "avx2" and form.overflows_without_vnni())]
     variants: dict[str, tuple[dict, dict[str, str]]] = {}

@@ -7,7 +7,9 @@ process and one run, with each mode's share of this machine's measured GEMM peak
 Rows: pipeline (batch_size 1, its default), pipeline batch_size=32, Optimum's ORTModelForSequenceClassification
 through the pipeline, fp32 and dynamic int8 (only when `optimum` is importable: never installed for you), then
 each textclass mode (length-sorted batches under a token budget), then the CPU default as a user gets it (per-row
-int8 with near ties scored again in fp32 on AVX2/VNNI CPUs: the share rescored is shown).
+int8 with near ties scored again in fp32 on AVX2/VNNI CPUs: the share rescored is shown). Then a model unsure of
+every text (--diffuse, bench/make_models.py's distilbert-diffuse): ONNX Runtime fp32 and the default on the same
+texts, the default's speed as a ratio of fp32's (issue 28: never below 0.95x), and the targets, this run.
 Columns: texts/s, tokens/s, speed-up over each pipeline row, label agreement with the fp32 pipeline, the largest
 probability difference from it, and "of peak": the model's matrix-multiply work done per second (2 × multiply-
 adds of its linear layers and attention, padding excluded) over a plain GEMM's rate in the same dtype, measured
@@ -149,6 +151,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="texts to use (0: all)")
     parser.add_argument("--long", action="store_true", help="join sentences into ~300-token paragraphs first")
     parser.add_argument("--modes", default="all", help="comma-separated table labels' backends, e.g. onnx")
+    parser.add_argument("--diffuse", default=str(Path(__file__).parent / "models" / "distilbert-diffuse"),
+                        help="a model unsure of every text (bench/make_models.py): its default vs fp32 row")
     args = parser.parse_args()
 
     from textclass import Classifier
@@ -171,7 +175,7 @@ def main() -> None:
 
     pipe = pipeline("text-classification", model=args.model, tokenizer=pipeline_tokenizer(args.model), device=-1)
     labels = reference.labels
-    results, speeds = [], {}  # (name, probabilities, seconds, dtype of its matrix products)
+    results, speeds = [], {}  # (name, probabilities, seconds, dtype of its matrix products); texts/s by engine
     truth, seconds = pipeline_probs(pipe, texts, labels, batch_size=1)
     speeds["b1"] = len(texts) / seconds
     b32_probs, seconds = pipeline_probs(pipe, texts, labels, batch_size=32)
@@ -203,8 +207,12 @@ def main() -> None:
             counts = clf.engine.rescored
             again = f", {counts.again / counts.texts:.1%} rescored in fp32" if counts is not None else ""
             name = f"default ({clf.precision}{again})"
+            speeds["default"] = len(texts) / seconds
+        if (backend, dtype) == ("onnx", "fp32"):
+            speeds["onnx fp32"] = len(texts) / seconds
         results.append((f"textclass {name}", probs, seconds, kind))
         del clf
+    diffuse = diffuse_row(args.diffuse, texts) if args.diffuse and Path(args.diffuse).is_dir() else None
 
     # Measured again after the modes, the better of the two kept: a busy machine slows one measurement.
     peaks = {dtype: max(peak, again) for (dtype, peak), again in zip(peaks.items(), gemm_peaks(*shape).values())}
@@ -216,6 +224,35 @@ def main() -> None:
               "of peak"]  # fmt: skip
     print(table(header, [row(*result) for result in results]))
     print("\nGEMM peak measured in this run: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+    targets = []
+    if "default" in speeds:
+        targets.append(f"default vs the pipeline (batch 1): {speeds['default'] / speeds['b1']:.1f}× (target ≥ 8× on "
+                       "VNNI/AMX, ≥ 3.3× on AVX2)")  # fmt: skip
+    if "default" in speeds and "onnx fp32" in speeds:
+        targets.append(f"default vs ONNX Runtime fp32 on this model: {speeds['default'] / speeds['onnx fp32']:.2f}×")
+    if diffuse is not None:
+        print("\n" + table(["diffuse model (random head: every text a near tie)", "texts/s", "vs ONNX Runtime fp32"],
+                            diffuse[0]))  # fmt: skip
+        targets.append(f"default vs ONNX Runtime fp32 on the diffuse model: {diffuse[1]:.2f}× (target ≥ 0.95×)")
+    print("\nTargets (issue 28), this run:\n" + "\n".join(f"- {line}" for line in targets))
+
+
+def diffuse_row(model: str, texts: list[str]) -> tuple[list[list[str]], float]:
+    """ONNX Runtime fp32 and the CPU default on a model unsure of every text, on the same texts, interleaved twice
+    (the better run of each kept): rows, and the default's speed as a share of fp32's."""
+    from textclass import Classifier
+
+    engines = {"textclass onnx fp32": Classifier.from_pretrained(model, backend="onnx", dtype="fp32"),
+               "textclass default": Classifier.from_pretrained(model)}  # fmt: skip
+    rates: dict[str, float] = {}
+    for _ in range(2):
+        for name, clf in engines.items():
+            _, seconds = textclass_probs(clf, texts)
+            rates[name] = max(rates.get(name, 0.0), len(texts) / seconds)
+    fp32 = rates["textclass onnx fp32"]
+    rows = [[f"{name} ({clf.precision}: {clf.precision_reason})" if name.endswith("default") else name,
+             f"{rates[name]:.0f}", f"{rates[name] / fp32:.2f}×"] for name, clf in engines.items()]  # fmt: skip
+    return rows, rates["textclass default"] / fp32
 
 
 if __name__ == "__main__":

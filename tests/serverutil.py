@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -24,12 +25,14 @@ def free_port() -> int:
 class LiveServer:
     """Starts the process at once; `wait_healthy` blocks until /health answers 200 (several can start together)."""
 
-    def __init__(self, model: Path, log_path: Path, *args: str):
+    def __init__(self, model: Path, log_path: Path, *args: str, launcher: Sequence[str] = ()):
+        """`launcher`: a command the server runs under (bench/server_profile.py: py-spy record ... --)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, "-m", "textclass", "serve", "--model", str(model), "--port", str(self.port), *args]
+        cmd = [*launcher, sys.executable, "-m", "textclass", "serve", "--model", str(model), "--port", str(self.port)]
+        cmd += args
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         # One pooled client for the tests: creating an httpx client per request costs ~0.1 s (SSL context).

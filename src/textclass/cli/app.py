@@ -180,7 +180,7 @@ def inspect(
         from textclass.checkpoint import open_checkpoint
         from textclass.checkpoint.describe import describe
         from textclass.checkpoint.locate import resolve_model
-        from textclass.runtime.precision import default_precision
+        from textclass.runtime.load import default_precision
 
         checkpoint = open_checkpoint(resolve_model(model))
         info = {**describe(checkpoint.folder), **default_precision(checkpoint)}

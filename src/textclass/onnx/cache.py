@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from textclass.checkpoint import Checkpoint
 from textclass.checkpoint.locate import BUNDLED_DIR
 from textclass.onnx.export import export_graphs, export_settings, require_exporter, save_graph
@@ -116,14 +118,15 @@ def ensure(
         work = Path(tempfile.mkdtemp(prefix="textclass-uncached-"))
         atexit.register(shutil.rmtree, work, ignore_errors=True)
         log.warning("textclass: no writable cache at %s; building %s for this process only", root, mode)
-        _build(checkpoint, mode, plan, calibration, work, shipped, root)
+        notes = _build(checkpoint, mode, plan, calibration, work, shipped, root)
+        _write_entry(work, checkpoint, mode, inputs, 0.0, notes)
         return work / GRAPH
     try:
         started = time.perf_counter()
         if shipped is None:
             log.warning("textclass: exporting %s (%s) to %s (once)", checkpoint.folder, mode, entry)
-        _build(checkpoint, mode, plan, calibration, work, shipped, root)
-        _write_entry(work, checkpoint, mode, inputs, time.perf_counter() - started)
+        notes = _build(checkpoint, mode, plan, calibration, work, shipped, root)
+        _write_entry(work, checkpoint, mode, inputs, time.perf_counter() - started, notes)
         _publish(work, entry)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -133,16 +136,16 @@ def ensure(
 
 
 def _build(checkpoint: Checkpoint, mode: str, plan: str | None, calibration: Callable[[], Iterable] | None,
-           work: Path, shipped: Path | None, root: Path) -> None:  # fmt: skip
+           work: Path, shipped: Path | None, root: Path) -> dict[str, Any]:  # fmt: skip
     """Write the entry's graph into `work`: ONNX Runtime's optimized form of a shipped graph, else the artefact,
     int8 from the fused fp32 graph (the fp32 entry's when there is one, else a fresh export, kept as the fp32 entry
-    too: rescoring needs it next)."""
+    too: rescoring needs it next). Returns what entry.json notes besides: int8's calibration logits."""
     if shipped is not None:
         _optimize(shipped, work / GRAPH)
-        return
+        return {}
     if mode == "fp32":
-        save_graph(export_graphs(checkpoint, ["fp32"])["fp32"], work / GRAPH)
-        return
+        save_graph(export_graphs(checkpoint, ["fp32"]).graphs["fp32"], work / GRAPH)
+        return {}
     import onnx
 
     from textclass.onnx.quantize import int8_model
@@ -151,12 +154,25 @@ def _build(checkpoint: Checkpoint, mode: str, plan: str | None, calibration: Cal
         raise ValueError("an int8 export needs its calibration feeds (runtime/load.py: calibration_feeds)")
     fp32 = _built_entry(root, checkpoint, "fp32")
     if fp32 is not None:
-        save_graph(int8_model(onnx.load(str(fp32)), plan, calibration()), work / GRAPH)  # type: ignore[arg-type]
-        return
-    graphs = export_graphs(checkpoint, ["fp32", "int8"], plan, calibration())
-    save_graph(graphs["int8"], work / GRAPH)
-    if shipped_graph(checkpoint, "fp32") is None:
-        _store(root, checkpoint, "fp32", None, lambda folder: save_graph(graphs["fp32"], folder / GRAPH))
+        model, logits = int8_model(onnx.load(str(fp32)), plan, calibration())  # type: ignore[arg-type]
+        save_graph(model, work / GRAPH)
+    else:
+        exported = export_graphs(checkpoint, ["fp32", "int8"], plan, calibration())
+        save_graph(exported.graphs["int8"], work / GRAPH)
+        if shipped_graph(checkpoint, "fp32") is None:
+            _store(root, checkpoint, "fp32", None, lambda folder: save_graph(exported.graphs["fp32"], folder / GRAPH))
+        logits = exported.calibration_logits
+    return {"calibration_logits": logits.round(5).tolist() if logits is not None else None}
+
+
+def calibration_logits(graph: Path) -> np.ndarray | None:
+    """(texts, num_labels) fp32 logits of the calibration texts, noted when the int8 graph `graph` was built (the
+    entry beside it); None when there is no note (a shipped graph, an fp32 one)."""
+    try:
+        noted = json.loads((graph.parent / ENTRY).read_text(encoding="utf-8")).get("calibration_logits")
+    except (OSError, ValueError):
+        return None
+    return None if noted is None else np.asarray(noted, dtype=np.float32)
 
 
 def _built_entry(root: Path, checkpoint: Checkpoint, mode: str) -> Path | None:
@@ -178,7 +194,7 @@ def _store(root: Path, checkpoint: Checkpoint, mode: str, plan: str | None, writ
         work = _new_folder(root, entry.name)
         try:
             write(work)
-            _write_entry(work, checkpoint, mode, inputs, 0.0)
+            _write_entry(work, checkpoint, mode, inputs, 0.0, {})
             _publish(work, entry)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -215,10 +231,11 @@ def _new_folder(root: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
 
 
-def _write_entry(work: Path, checkpoint: Checkpoint, mode: str, inputs: dict[str, Any], seconds: float) -> None:
+def _write_entry(work: Path, checkpoint: Checkpoint, mode: str, inputs: dict[str, Any], seconds: float,
+                 notes: dict[str, Any]) -> None:  # fmt: skip
     files = {p.name: p.stat().st_size for p in sorted(work.iterdir())}
     record = {"format": FORMAT, "checkpoint": str(checkpoint.folder.resolve()), "mode": mode, "inputs": inputs,
-              "files": files, "build_seconds": round(seconds, 2)}  # fmt: skip
+              "files": files, "build_seconds": round(seconds, 2), **notes}  # fmt: skip
     (work / ENTRY).write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 

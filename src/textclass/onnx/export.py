@@ -23,8 +23,11 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from textclass.checkpoint import Checkpoint
 from textclass.errors import InputError
@@ -61,13 +64,19 @@ def export_settings(mode: str, plan: str | None = None) -> dict[str, Any]:
     return settings
 
 
+@dataclass
+class Exported:
+    graphs: dict[str, onnx.ModelProto]  # mode -> graph, weights inside
+    calibration_logits: np.ndarray | None = None  # int8: (texts, num_labels) fp32 logits of the calibration texts
+
+
 def export_graphs(
     checkpoint: Checkpoint,
     modes: Sequence[str],
     plan: str | None = None,
     calibration: Iterable[Feeds] = (),
     traced: bool = False,
-) -> dict[str, onnx.ModelProto]:
+) -> Exported:
     """The checkpoint's classifier as fused ONNX graphs, one per mode, weights inside: "fp32", and "int8" derived
     from that same fused graph (`plan`, `calibration`: quantize.int8_model).
 
@@ -79,14 +88,14 @@ def export_graphs(
         export_settings(mode, plan)  # an unknown mode, or int8 without a plan: before any work
     require_exporter(checkpoint, traced)
     fused = _fuse(checkpoint, unfused_graph(checkpoint, traced))
-    graphs = {}
+    exported = Exported({})
     if "int8" in modes:
         from textclass.onnx.quantize import int8_model
 
-        graphs["int8"] = int8_model(fused, plan, calibration)  # type: ignore[arg-type]
+        exported.graphs["int8"], exported.calibration_logits = int8_model(fused, plan, calibration)  # type: ignore
     if "fp32" in modes:
-        graphs["fp32"] = fused
-    return graphs
+        exported.graphs["fp32"] = fused
+    return exported
 
 
 def export_onnx(
@@ -103,7 +112,7 @@ def export_onnx(
     which is how a bundled model ships its graph at no extra size (link.py)."""
     if link and mode != "fp32":
         raise ValueError("only an fp32 graph reads its weights from the checkpoint's files")
-    model = export_graphs(checkpoint, [mode], plan, calibration, traced)[mode]
+    model = export_graphs(checkpoint, [mode], plan, calibration, traced).graphs[mode]
     if link:
         from textclass.onnx.link import link_weights
 

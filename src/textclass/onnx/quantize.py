@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 # One calibration batch as ONNX Runtime feeds: input_ids, attention_mask (and token_type_ids), (batch, seq) int64.
 Feeds = Mapping[str, np.ndarray]
 
-VERSION = 3  # bump when the rewrite changes: cached int8 artefacts of an older one are rebuilt
+VERSION = 4  # bump when the rewrite or its entry changes: cached int8 artefacts of an older one are rebuilt
+# (4: the entry notes the calibration sentences' fp32 logits, which the per-model choice of runtime/load.py reads)
 
 
 @dataclass(frozen=True)
@@ -77,26 +78,37 @@ _GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
 _MS = "com.microsoft"
 
 
-def int8_model(fused: onnx.ModelProto, plan: str, calibration: Iterable[Feeds] = ()) -> onnx.ModelProto:
-    """The per-row int8 form of a fused fp32 graph (export.py's, its weights inside it), as a new model.
+@dataclass(frozen=True)
+class Calibrated:
+    """What the fp32 graph showed on the calibration feeds."""
+
+    ranges: dict[str, np.ndarray]  # weight name -> (in,) largest |x| per input channel of that layer's input
+    logits: np.ndarray  # (texts, num_labels) fp32 logits of the calibration texts (runtime/ judges near ties on them)
+
+
+def int8_model(fused: onnx.ModelProto, plan: str, calibration: Iterable[Feeds] = ()) -> tuple[onnx.ModelProto,
+                                                                                               np.ndarray]:  # fmt: skip
+    """The per-row int8 form of a fused fp32 graph (export.py's, its weights inside it), as a new model, and the
+    fp32 logits of the calibration texts (calibrate).
 
     `plan`: this CPU's int8 kernels (PLANS; runtime/cpu.py decides and passes it in). `calibration`: input feeds
     to measure each channel's range on (runtime/ tokenizes calibration.py's sentences); none, no smoothing."""
     model = type(fused)()
     model.CopyFrom(fused)
-    quantize_rows(model, plan, activation_max=channel_ranges(model, calibration))
-    return model
+    measured = calibrate(model, calibration)
+    quantize_rows(model, plan, activation_max=measured.ranges)
+    return model, measured.logits
 
 
-def channel_ranges(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> dict[str, np.ndarray]:
-    """Weight name -> (in,) largest |x| per input channel of that layer's input, over the feeds' real tokens
-    (fp32, ONNX Runtime). Empty without feeds."""
+def calibrate(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> Calibrated:
+    """Run the fp32 graph on the feeds (ONNX Runtime) and keep each layer input's largest |x| per channel over the
+    real tokens, and the logits. Empty without feeds."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     calibration = list(calibration)
     if not calibration:
-        return {}
+        return Calibrated({}, np.zeros((0, 0), np.float32))
     weights = {init.name for init in model.graph.initializer}
     inputs = {node.input[1]: node.input[0] for node in model.graph.node
               if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights}
@@ -107,15 +119,18 @@ def channel_ranges(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> dict
     names = [output.name for output in session.get_outputs()]
     wanted = {item.name for item in session.get_inputs()}
     largest: dict[str, np.ndarray] = {}
+    logits = []
     for feeds in calibration:
         feeds = {"token_type_ids": np.zeros_like(feeds["input_ids"]), **feeds}  # a graph with token types, none given
         values = dict(zip(names, session.run(None, {k: v for k, v in feeds.items() if k in wanted})))
         real = feeds["attention_mask"].astype(bool)  # (batch, seq): padding positions say nothing
+        logits.append(values["logits"])
         for name, tensor in values.items():
             if tensor.ndim == 3 and tensor.shape[:2] == real.shape:
                 seen = np.abs(tensor[real]).max(axis=0)
                 largest[name] = np.maximum(largest.get(name, seen), seen)
-    return {weight: largest[source] for weight, source in inputs.items() if source in largest}
+    ranges = {weight: largest[source] for weight, source in inputs.items() if source in largest}
+    return Calibrated(ranges, np.concatenate(logits).astype(np.float32))
 
 
 @dataclass

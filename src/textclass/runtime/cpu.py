@@ -121,6 +121,17 @@ def default_mode(cpu: CpuFeatures | None = None) -> Choice:
                                      "faster on this CPU")  # fmt: skip
 
 
+# What per-row int8 costs against exact fp32 on each kind of CPU (time a text, the same texts), set a little above
+# what was measured (docs/performance.md: DistilBERT and MiniLM shapes, 2 threads) so that the per-model choice
+# (load.py: does rescoring pay?) errs towards exact fp32.
+INT8_COST = {"vnni": 0.45, "avx2": 0.85}
+
+
+def int8_cost(cpu: CpuFeatures | None = None) -> float:
+    """Per-row int8's time per text as a share of exact fp32's on this CPU (1.0 where int8 is not the default)."""
+    return INT8_COST.get((cpu or detect()).kind, 1.0)
+
+
 def emulated_bf16(cpu: CpuFeatures | None = None) -> str:
     """Why bf16 would be slow on this CPU, or "" when it has native bf16."""
     cpu = cpu or detect()

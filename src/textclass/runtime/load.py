@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from textclass.checkpoint.weights import missing_head
 from textclass.errors import CheckpointError
 from textclass.extras import installed, require_torch
 from textclass.runtime.engine import Engine
-from textclass.runtime.precision import Precision
+from textclass.runtime.precision import CPU_DEFAULT, Precision
 from textclass.runtime.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
@@ -79,19 +80,59 @@ def _bare_encoder(checkpoint: Checkpoint, precision: Precision) -> bool:
 
 
 def _onnx(checkpoint: Checkpoint, precision: Precision) -> Engine:
+    precision = for_this_model(checkpoint, precision, build=True)
     mode = "int8" if precision.dtype == "int8" else "fp32"
     engine = open_onnx(checkpoint, mode, precision.reason)
-    if not precision.rescore:
+    function = _function(checkpoint)
+    if not precision.rescore or function == "none":  # raw scores (regression) have no near ties
         return engine
-    from textclass import postprocess
     from textclass.runtime.rescore import RescoringEngine
 
     config = checkpoint.config
-    function = postprocess.default_function(config.problem_type, config.num_labels)
-    if function == "none":  # raw scores (regression) have no near ties
-        return engine
     return RescoringEngine(engine, lambda: open_onnx(checkpoint, "fp32"), function, config.temperature,
                            config.pad_token_id, precision.reason)  # fmt: skip
+
+
+def for_this_model(checkpoint: Checkpoint, precision: Precision, build: bool) -> Precision:
+    """The CPU default's int8 with near ties rescored, or exact fp32 where this model's calibration sentences say
+    rescoring would not pay (rescore.rescoring_pays). Other modes (asked for, pinned) stay as they are. `build`:
+    export the int8 graph if it is not cached (its build notes the calibration logits); else, with nothing cached,
+    say the choice is made at the first load."""
+    if precision.rule != CPU_DEFAULT or not precision.rescore or _function(checkpoint) == "none":
+        return precision
+    from textclass.onnx import cache
+    from textclass.runtime.cpu import detect, int8_cost, int8_plan
+    from textclass.runtime.rescore import rescoring_pays
+
+    plan = int8_plan()
+    if build:
+        graph = cache.ensure(checkpoint, "int8", plan, lambda: calibration_feeds(checkpoint))
+    else:
+        graph = cache.find(checkpoint, "int8", plan)
+    logits = None if graph is None else cache.calibration_logits(graph)
+    if logits is None or not len(logits):
+        return replace(precision, reason=f"{precision.reason}; whether rescoring pays for this model is measured on "
+                                         "calibration sentences at its first load")  # fmt: skip
+    pays, why = rescoring_pays(logits, _function(checkpoint), checkpoint.config.temperature, int8_cost())
+    if pays:
+        return replace(precision, reason=f"{precision.reason}; {why}")
+    return Precision("onnx", "float32", required=False, reason=f"CPU default ({detect().describe()}): {why}",
+                     rule=CPU_DEFAULT)  # fmt: skip
+
+
+def default_precision(checkpoint: Checkpoint) -> dict[str, str]:
+    """The mode Classifier.from_pretrained would run here by default, and why (chosen, not loaded): `inspect`."""
+    from textclass.runtime.precision import pick_device, pick_precision
+
+    precision = pick_precision(pick_device(None), preferred=checkpoint.config.raw.get("textclass_precision"))
+    precision = for_this_model(checkpoint, precision, build=False)
+    return {"default_precision": f"{precision.backend}-{precision.dtype}", "precision_reason": precision.reason}
+
+
+def _function(checkpoint: Checkpoint) -> str:
+    from textclass import postprocess
+
+    return postprocess.default_function(checkpoint.config.problem_type, checkpoint.config.num_labels)
 
 
 def open_onnx(checkpoint: Checkpoint, mode: str, reason: str = "") -> OnnxEngine:

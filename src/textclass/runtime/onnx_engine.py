@@ -63,6 +63,15 @@ class OnnxEngine:
     def _open(self, threads: int) -> Any:
         import onnxruntime as ort
 
+        try:
+            return ort.InferenceSession(str(self.path), self.options(threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            raise CheckpointError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+
+    def options(self, threads: int) -> Any:
+        """The ONNX Runtime session options this engine opens its sessions with (bench/profile_text.py reuses them)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         # One intra-op pool sized to the CPUs we have; inter-op parallelism only adds contention for
         # a graph that is one chain of layers.
@@ -72,10 +81,7 @@ class OnnxEngine:
         # Graph fusions and constant folding only (what export.py's fused graph still leaves: next to nothing);
         # the layout transformations of the "all" level are for convolutions.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise CheckpointError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        return options
 
     @property
     def dtype(self) -> str:

@@ -8,14 +8,10 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from textclass.errors import InputError
 from textclass.extras import installed, require_torch
 from textclass.runtime.cpu import default_mode, emulated_bf16
-
-if TYPE_CHECKING:
-    from textclass.checkpoint import Checkpoint
 
 log = logging.getLogger("textclass")
 
@@ -199,9 +195,3 @@ def _resolve(
     if dtype == "int8" and gpu:
         raise InputError("torch int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
     return Precision("torch", dtype or ("bfloat16" if gpu else "float32"), reason=reason, rule=rule)
-
-
-def default_precision(checkpoint: Checkpoint) -> dict[str, str]:
-    """The mode Classifier.from_pretrained would run here by default, and why (chosen, not loaded): `inspect`."""
-    precision = pick_precision(pick_device(None), preferred=checkpoint.config.raw.get("textclass_precision"))
-    return {"default_precision": f"{precision.backend}-{precision.dtype}", "precision_reason": precision.reason}

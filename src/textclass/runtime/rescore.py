@@ -6,7 +6,8 @@ hardly moves its probabilities; near a tie the same change moves them most (dp/d
 label. On texts with many near ties (bench/common.py: contrast_texts, mixed-sentiment sentences), int8 alone
 misses the accuracy contract (contract.py) where bf16 keeps it. So every text whose int8 answer is near a tie is
 run again in fp32, and fp32's logits are its answer:
-- exclusive labels (softmax): the top probability is at most MARGIN above the runner-up;
+- two exclusive labels (softmax): the top probability is at most MARGIN above the runner-up;
+- more exclusive labels: the top two logits (after the temperature) are at most MULTI_GAP apart;
 - independent labels (sigmoid): some label lies within MARGIN / 2 of 0.5.
 MARGIN = 0.5 (for two labels: top probability ≤ 0.75) is the smallest of 0.3-0.8 that kept the contract with a
 20% margin on those sentences; the figures are in docs/performance.md ("Near ties scored again in fp32"). On
@@ -34,17 +35,46 @@ if TYPE_CHECKING:
     from textclass.runtime.onnx_engine import OnnxEngine
 
 MARGIN = 0.5
+# More than two exclusive labels: a near tie is a top-two logit gap (after the temperature) of at most MULTI_GAP.
+# The two-label rule (top - runner-up ≤ MARGIN, i.e. a gap ≤ ln 3) takes 97% of a five-label model's texts: its
+# probabilities spread over the labels, so its top two are rarely far apart in probability. On 850 held-out SST-5
+# train sentences (a fine-tuned MiniLM; never dev) int8 alone missed the contract on agreement (99.06%) and mean
+# |Δp| (0.0055); gaps ≤ 0.1 (12% rescored) kept it at the edge (0.0047), ≤ 0.2 (23%) at 0.0040, ≤ 0.3 (35%) with
+# a third to spare (0.0032): docs/performance.md, "Multi-class models".
+MULTI_GAP = 0.3
+# The per-model choice (rescoring_pays): int8 with its near ties rescored must cost at most this share of exact
+# fp32's time on the calibration sentences, 10% below break-even for traffic with more near ties than they have.
+WORTH_IT = 0.9
 log = logging.getLogger("textclass")
 
 
 def near_ties(logits: np.ndarray, function: str, temperature: float = 1.0) -> np.ndarray:
     """Indices of the rows of (rows, num_labels) logits whose answer is near a tie (module docstring), judged on
     the scores the model reports (postprocess.apply: its temperature, then its function)."""
+    if function == "softmax" and logits.shape[1] > 2:
+        top2 = np.sort(logits / temperature, axis=1)[:, -2:]  # (rows, 2): runner-up, top
+        return np.flatnonzero(top2[:, 1] - top2[:, 0] <= MULTI_GAP)
     probs = postprocess.apply(logits, function, temperature)
     if function == "softmax" and probs.shape[1] > 1:
         top2 = np.sort(probs, axis=1)[:, -2:]
         return np.flatnonzero(top2[:, 1] - top2[:, 0] <= MARGIN)
     return np.flatnonzero((np.abs(probs - 0.5) <= MARGIN / 2).any(axis=1))
+
+
+def rescoring_pays(calibration_logits: np.ndarray, function: str, temperature: float, int8_cost: float) -> tuple[
+        bool, str]:  # fmt: skip
+    """Whether per-row int8 with its near ties rescored is faster than exact fp32 for this model, judged once per
+    model from its fp32 logits on the calibration sentences (onnx/calibration.py, noted when its int8 graph was
+    built): each near tie costs a second, fp32 pass, so a model unsure of most texts (a weak or diffuse model, many
+    labels) is faster in exact fp32 alone. Decided from the model, never from the traffic: a text's answer does not
+    depend on what came before it. Returns the verdict and why, for inspect, /info and -v."""
+    texts = len(calibration_logits)
+    ties = len(near_ties(calibration_logits, function, temperature))
+    cost = int8_cost + ties / texts
+    seen = f"{ties} of the {texts} calibration sentences are near ties for this model"
+    if cost <= WORTH_IT:
+        return True, f"{seen} (int8 + rescoring ~{cost:.2f}x fp32's time)"
+    return False, f"exact fp32: {seen}, and int8 with that many scored again would take ~{cost:.2f}x fp32's time"
 
 
 class RescoringEngine:

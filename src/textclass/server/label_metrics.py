@@ -30,6 +30,7 @@ from textclass.classifier import Classifier
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99,
                  0.995, 0.999, 1.0)  # fmt: skip
 _BOUNDS = np.array(SCORE_BUCKETS, dtype=np.float64)
+FOLD_ROWS = 1024  # texts' scores kept before they are tallied (/metrics tallies what is kept first)
 
 # Where else the counts go as they are taken (in a Ray Serve replica, ray_metrics.py): the model's name, its labels,
 # (labels,) texts per label and (texts,) top scores of this request, and the texts rescored since the last call.
@@ -54,15 +55,36 @@ class LabelCounts:
         self.predictions = np.zeros(len(self.labels), dtype=np.int64)  # (labels,) texts whose top label it was
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)  # (buckets + 1,) not cumulative; +Inf last
         self.score_sum = 0.0
+        self._pending: list[np.ndarray] = []  # (texts, labels) score arrays not yet tallied
+        self._pending_rows = 0
 
     def observe_logits(self, logits: np.ndarray) -> None:
         """(texts, labels) logits: count each text's answer as the model gives it by default."""
         self.observe(self._scores(logits))
 
     def observe(self, scores: np.ndarray) -> None:
-        """(texts, labels) scores already in the model's default function (long texts: their windows combined)."""
+        """(texts, labels) scores already in the model's default function (long texts: their windows combined).
+        Kept as they are and tallied FOLD_ROWS rows at a time (or when /metrics reads them): one numpy pass for
+        many requests, not a handful of numpy calls on every request's (1, labels) array on the event loop."""
         if len(scores) == 0:
             return
+        with self._lock:
+            self._pending.append(scores)
+            self._pending_rows += len(scores)
+            if self._forward is None and self._pending_rows < FOLD_ROWS:
+                return  # a Ray replica forwards every request's counts as they come
+            pending = self._take_pending()
+        self._tally(pending)
+
+    def _take_pending(self) -> list[np.ndarray]:
+        """Under the lock."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        return pending
+
+    def _tally(self, pending: list[np.ndarray]) -> None:
+        if not pending:
+            return
+        scores = np.concatenate(pending)  # (texts, labels)
         top = scores.argmax(axis=1)  # (texts,)
         best = scores[np.arange(len(scores)), top].astype(np.float64)  # (texts,)
         # searchsorted "left": the first bound >= the score, as `le` means; a score above 1 (regression) goes to +Inf.
@@ -79,6 +101,9 @@ class LabelCounts:
 
     def snapshot(self) -> tuple[list[int], list[int], float]:
         """(texts per label, cumulative texts per score bucket with +Inf last, sum of the top scores)."""
+        with self._lock:
+            pending = self._take_pending()
+        self._tally(pending)
         with self._lock:
             return self.predictions.tolist(), self.buckets.cumsum().tolist(), self.score_sum
 

@@ -44,19 +44,19 @@ class ServerMetrics:
             "textclass_queue_size", "Texts waiting for the model", ("model",), registry=self.registry
         )
         self.batch_size = Histogram(
-            "textclass_batch_size", "Texts per model batch", ("model",), buckets=_POWERS_OF_TWO,
-            registry=self.registry,
+            "textclass_batch_size", "Texts per model call (one round of the batcher)", ("model",),
+            buckets=_POWERS_OF_TWO, registry=self.registry,
         )  # fmt: skip
         self.batch_tokens = Histogram(
             "textclass_batch_tokens",
-            "Padded tokens (rows × longest) per model batch",
+            "Padded tokens per model call (rows × longest, summed over its forward passes)",
             ("model",),
             buckets=_TOKENS,
             registry=self.registry,
         )
         self.inference_duration = Histogram(
             "textclass_inference_duration_seconds",
-            "Model time per batch",
+            "Model time per call",
             ("model",),
             buckets=_SECONDS,
             registry=self.registry,
