@@ -1,8 +1,9 @@
-"""schemathesis hooks for tests/test_contract.py: drop generated bodies whose validity depends on the served model
-or on two fields together, which a static OpenAPI schema cannot state (each rule is in the field's description):
+"""schemathesis hooks for tests/server/test_contract.py: drop generated bodies whose validity depends on the served
+model or on two fields together, which a static OpenAPI schema cannot state (each rule is in the field's description):
 
-- /explain `target` must be one of the model's labels (GET /info lists them), and integrated gradients takes
-  baseline pad or mask (delete is occlusion's);
+- /explain `target` must be one of the model's labels (GET /info lists them), integrated gradients takes
+  baseline pad or mask (delete is occlusion's), and each text must give the model's tokenizer a token (a text of
+  only control characters has none);
 - with long_text "chunk": `stride` below the text tokens of the window `chunk_tokens` asks for (the schema states
   the bound of the longest window), and single texts only (a TEI pair, alone or in a batch, is refused);
 - an OIP inference request's tensors: `shape` is [len(data)] (set here, so generated requests keep their texts),
@@ -13,6 +14,8 @@ Everything else the server checks is in the schema, and schemathesis holds the s
 """
 
 from __future__ import annotations
+
+import functools
 
 import schemathesis
 
@@ -39,12 +42,32 @@ def _chunk_options_fit(options: object, inputs: object) -> bool:
     return not (one_pair or pairs)
 
 
+@functools.cache
+def _tokenizer():
+    from textclass.checkpoint import open_checkpoint
+    from textclass.checkpoint.locate import resolve_model
+
+    return open_checkpoint(resolve_model(None)).load_tokenizer()
+
+
+def _explainable(inputs: object) -> bool:
+    """Every text gives the bundled model's tokenizer a token, as explain.tokens_of asks (other bodies: True)."""
+    texts = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
+    for text in texts:
+        if isinstance(text, str) and text.strip():
+            encoding = _tokenizer().encoding(text)
+            if all(special for special in encoding.special_tokens_mask):
+                return False
+    return True
+
+
 @schemathesis.hook
 def filter_body(context, body) -> bool:
     if not isinstance(body, dict):
         return True
     if "target" in body and body["target"] is not None and body["target"] not in LABELS:
         return False
+
     if body.get("method") == "integrated_gradients" and body.get("baseline") == "delete":
         return False
     return _chunk_options_fit(body.get("parameters", body), body.get("inputs"))
@@ -65,6 +88,12 @@ def _tensors_fit(inputs: object) -> bool:
 
 
 # Case hooks, not body hooks: schemathesis' coverage phase applies only these.
+@schemathesis.hook("filter_case").apply_to(path_regex=r"/explain$")
+def explain_texts_have_tokens(context, case) -> bool:
+    return not isinstance(case.body, dict) or _explainable(case.body.get("inputs"))
+
+
+
 @schemathesis.hook("filter_case").apply_to(path_regex=r"/infer$")
 def oip_tensors_fit(context, case) -> bool:
     return not isinstance(case.body, dict) or _tensors_fit(case.body.get("inputs"))

@@ -371,12 +371,18 @@ def test_schemathesis_on_the_rerank_routes_of_a_cross_encoder(tmp_path, vocab_tx
 
 def schemathesis_run(tmp_path: Path, model: Path, *args: str, seed: int, minimum: int) -> None:
     """schemathesis against `textclass serve` with `model`; 60 s per request allowed, not 10: on two loaded CPUs
-    one /explain with integrated gradients (50 steps on MiniLM) has taken longer, and latency is not checked here."""
+    one /explain with integrated gradients (50 steps on MiniLM) has taken longer, and latency is not checked here.
+    The server bounds a request at 4,096 tokens of model work, a quarter of the default: integrated gradients over
+    12,844 token-steps (seed 18, six short texts at 247 steps) ran past the 60 s request timeout on the shared
+    machine. What is over the bound answers 413, which the schema documents and schemathesis expects."""
+    # Shown with any failure below (pytest prints a failing test's output), also one outside schemathesis' own run.
+    print(f"schemathesis --seed {seed}")
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if cli is None:
         pytest.skip("needs schemathesis: pip install schemathesis")
     (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG)
-    server = LiveServer(model, tmp_path / "server.log", "--no-access-log").wait_healthy()
+    server = LiveServer(model, tmp_path / "server.log", "--no-access-log", "--max-request-tokens", "4096")
+    server.wait_healthy()
     try:
         run = subprocess.run(
             [cli, "--config-file", str(tmp_path / "schemathesis.toml"), "--no-color", "run",
@@ -390,5 +396,5 @@ def schemathesis_run(tmp_path: Path, model: Path, *args: str, seed: int, minimum
         code = server.stop()
     assert run.returncode == 0, f"schemathesis --seed {seed}:\n" + run.stdout[-8000:] + run.stderr[-2000:]
     generated = re.search(r"(\d+) generated", run.stdout)
-    assert generated and int(generated.group(1)) > minimum, run.stdout[-2000:]
-    assert code == 0, server.log()
+    assert generated and int(generated.group(1)) > minimum, f"schemathesis --seed {seed}:\n" + run.stdout[-2000:]
+    assert code == 0, f"schemathesis --seed {seed}; the server's log:\n" + server.log()

@@ -58,6 +58,10 @@ def test_explain_route_answers_as_the_python_api(server, offline):
     want = offline.explain([CORPUS[5]], method="integrated_gradients", steps=8, baseline="mask")
     assert_same_explanation(gradients[0], want[0])
     assert server.http.get("/info").json()["max_explain_batch_size"] == 8
+    # Words without an ASCII letter are words (the schema's pattern once read them as JSON Schema's ASCII \w does).
+    accented = server.http.post("/explain", json={"inputs": "éé & çà"})
+    assert accented.status_code == 200, accented.text
+    assert_same_explanation(accented.json(), offline.explain("éé & çà"))
 
 
 @pytest.mark.parametrize(
@@ -68,7 +72,9 @@ def test_explain_route_answers_as_the_python_api(server, offline):
         ({"inputs": "t", "baseline": "delete", "method": "integrated_gradients"}, 422, "baseline for integrated"),
         ({"inputs": "t", "target": "LABEL_7"}, 422, "target must be one of the labels"),
         ({"inputs": "t", "steps": 0}, 422, "steps"),
-        ({"inputs": ""}, 422, "has no tokens"),
+        ({"inputs": ""}, 422, "inputs is empty or only whitespace"),  # the one rule for empty text
+        ({"inputs": ["fine", " "]}, 422, "inputs[1] is empty or only whitespace"),
+        ({"inputs": "\x00\x01"}, 422, "has no tokens to attribute"),  # not blank, but BERT's tokenizer drops it
         ({"inputs": []}, 422, "must not be empty"),
     ],
 )

@@ -158,12 +158,13 @@ def test_integrated_gradients_without_torch_is_424_naming_the_extra(counting, mo
 
 
 def test_unexpected_errors_are_json_500_on_every_route(counting, monkeypatch):
-    from textclass.server import answers, routes
+    from textclass.server import answers, oip, routes
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    for module, name in [(answers, "tokenize_answer"), (answers, "decode_answer"), (routes, "explain_answer")]:
+    for module, name in [(answers, "tokenize_answer"), (answers, "decode_answer"), (routes, "explain_answer"),
+                         (oip, "answer")]:  # fmt: skip
         monkeypatch.setattr(module, name, broken)
     monkeypatch.setattr(counting.tokenizer, "encodings", broken, raising=False)
     app = create_app(counting, ServerSettings())
@@ -171,6 +172,8 @@ def test_unexpected_errors_are_json_500_on_every_route(counting, monkeypatch):
         ("POST", "/tokenize", {"inputs": "x"}), ("POST", "/decode", {"ids": [1]}),
         ("POST", "/explain", {"inputs": "x"}),
         ("POST", "/", {"inputs": "x", "parameters": {"long_text": "chunk"}}),
+        ("POST", "/v2/models/tiny-bert0/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                             "data": ["x"]}]}),  # OIP's route: JSON 500 too
     ])  # fmt: skip
     for response in responses:
         assert response.status_code == 500, response.text
@@ -190,3 +193,27 @@ def test_docs_are_served_from_the_package(counting):
     assert '"/docs/assets/swagger-ui-bundle.js"' in docs.text and '"/docs/assets/redoc.standalone.js"' in redoc.text
     assert script.status_code == css.status_code == redoc_script.status_code == 200  # open without the API key
     assert len(script.content) > 500_000 and b"SwaggerUIBundle" in script.content
+
+
+def test_the_schema_states_the_served_models_window_bounds(counting):
+    """chunk_tokens at most the model's limit and stride below the longest window's text tokens, in /openapi.json,
+    on both routes that take them; the server's refusals start exactly past those maxima."""
+    app = create_app(counting, ServerSettings())
+    limit = counting.tokenizer.model_max_length  # 64
+    max_stride = limit - 2 - 1  # BERT's [CLS] and [SEP] around the text, and one less than the text tokens
+    chunk = {"long_text": "chunk"}
+    schema, *answers = call(app, [
+        ("GET", "/openapi.json", None),
+        ("POST", "/", {"inputs": LONG, "parameters": {**chunk, "chunk_tokens": limit, "stride": max_stride}}),
+        ("POST", "/", {"inputs": LONG, "parameters": {**chunk, "chunk_tokens": limit + 1}}),
+        ("POST", "/predict", {"inputs": LONG, **chunk, "stride": max_stride + 1}),
+    ])  # fmt: skip
+    components = schema.json()["components"]["schemas"]
+    for name in ("ClassifyParameters", "PredictRequest"):
+        properties = components[name]["properties"]
+        bounds = {field: [o.get("maximum") for o in properties[field]["anyOf"] if o.get("type") == "integer"]
+                  for field in ("chunk_tokens", "stride")}  # fmt: skip
+        assert bounds == {"chunk_tokens": [limit], "stride": [max_stride]}, (name, bounds)
+    assert [r.status_code for r in answers] == [200, 422, 422], [r.text for r in answers]
+    assert "chunk_tokens must be at most the model's limit 64" in answers[1].json()["error"]
+    assert "stride must be smaller than the longest window's 62 text tokens" in answers[2].json()["error"]

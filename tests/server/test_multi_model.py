@@ -11,6 +11,7 @@ import threading
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from conftest import CORPUS, build_checkpoint
@@ -74,6 +75,36 @@ def test_each_model_answers_as_its_own_single_model_server(classifiers):
         assert_same(mine, single)
 
 
+def test_the_protocols_pick_a_model_by_name(classifiers):
+    """Cohere/Jina rerank by their `model` field, OIP by /v2/models/NAME: each answers as that model's own server
+    (a model's /rerank and /predict); no name, an unknown one or one that cannot rank are errors naming why."""
+    docs = CORPUS[1:6]
+    oip_texts = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": CORPUS[:2]}]}
+    answers = exchange(create_app(classifiers, ServerSettings()), [
+        ("POST", "/v2/rerank", {"model": "rr", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v1/rerank", {"model": "rr", "query": CORPUS[0], "documents": docs, "top_n": 2}),
+        ("POST", "/models/rr/rerank", {"query": CORPUS[0], "texts": docs}),
+        ("POST", "/v2/models/nli/infer", oip_texts),
+        ("POST", "/models/nli/predict", {"inputs": [[t] for t in CORPUS[:2]]}),
+        ("POST", "/v2/rerank", {"query": CORPUS[0], "documents": docs}),
+        ("POST", "/v2/rerank", {"model": "nope", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v1/rerank", {"model": "sent", "query": CORPUS[0], "documents": docs}),
+        ("POST", "/v2/models/nope/infer", oip_texts),
+    ])  # fmt: skip
+    v2, v1, tei, infer, predict, unnamed, unknown, classifier, oip_unknown = answers
+    assert [r.status_code for r in answers] == [200] * 5 + [422, 404, 424, 404], [r.text for r in answers]
+    ranked = [(r["index"], pytest.approx(r["score"], abs=1e-6)) for r in tei.json()]
+    assert [(r["index"], r["relevance_score"]) for r in v2.json()["results"]] == ranked
+    assert [(r["index"], r["relevance_score"]) for r in v1.json()["results"]] == ranked[:2]
+    assert v1.json()["model"] == "rr"
+    outputs = {o["name"]: o["data"] for o in infer.json()["outputs"]}
+    assert outputs["label"] == [row[0]["label"] for row in predict.json()]
+    assert outputs["score"] == pytest.approx([row[0]["score"] for row in predict.json()], abs=1e-6)
+    assert unnamed.json()["error"] == "model is required: this server serves 'sent', 'nli', 'rr'"
+    assert "unknown model 'nope'; this server serves 'sent', 'nli', 'rr'" in unknown.json()["error"]
+    assert "one output" in classifier.json()["error"] and list(oip_unknown.json()) == ["error"]
+
+
 def assert_same(mine: httpx.Response, single: httpx.Response) -> None:
     """Equal JSON, scores within float tolerance (batches shared with other texts may differ in padding)."""
 
@@ -90,8 +121,10 @@ def assert_same(mine: httpx.Response, single: httpx.Response) -> None:
 
 def test_unknown_names_info_metrics_and_schema_describe_every_model(classifiers):
     app = create_app(classifiers, ServerSettings())
-    unknown, wrong_method, info, nli_info, metrics, schema, rerank_on_sent = exchange(app, [
+    oip_text = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    unknown, wrong_method, oip_infer, oip_ready, info, nli_info, metrics, schema, rerank_on_sent = exchange(app, [
         ("POST", "/models/topics/predict", {"inputs": "x"}), ("GET", "/models/sent/predict", None),
+        ("POST", "/v2/models/nli/infer", oip_text), ("GET", "/v2/models/rr/ready", None),
         ("GET", "/info", None), ("GET", "/models/nli/info", None), ("GET", "/metrics", None),
         ("GET", "/openapi.json", None), ("POST", "/rerank", {"query": "q", "texts": ["a"]}),
     ])  # fmt: skip
@@ -107,6 +140,11 @@ def test_unknown_names_info_metrics_and_schema_describe_every_model(classifiers)
     for name in ("sent", "nli", "rr"):
         assert f'textclass_queue_size{{model="{name}"}}' in metrics.text
     assert 'model="nli",route="/models/{name}/info"' in metrics.text
+    # OIP names the model in its path: its requests are that model's too.
+    assert oip_infer.status_code == oip_ready.status_code == 200
+    requests = {(s.labels["model"], s.labels["route"]) for family in text_string_to_metric_families(metrics.text)
+                for s in family.samples if s.name == "textclass_requests_total"}  # fmt: skip
+    assert {("nli", "/v2/models/{name:path}/infer"), ("rr", "/v2/models/{name:path}/ready")} <= requests, requests
     paths = schema.json()["paths"]
     assert "/models/rr/rerank" in paths and "/rerank" not in paths and "/models/nli/rerank" not in paths
     components = schema.json()["components"]["schemas"]

@@ -36,11 +36,11 @@ def test_counts_add_up_to_the_texts_served(tmp_path, vocab_txt):
     build_checkpoint(tmp_path / "wide", "bert", vocab_txt, num_labels=3, initializer_range=0.5)  # labels vary
     clf = Classifier.from_pretrained(tmp_path / "wide", dtype="fp32")
     served = {"predict": CORPUS[:5], "raw": CORPUS[5:6], "inference-api": CORPUS[6:9], "oip": CORPUS[9:13]}
-    responses = exchange(create_app(clf, ServerSettings(model_id="tiny")), [
+    responses = exchange(create_app(clf, ServerSettings(model_id="acme/tiny")), [  # served as "tiny" too
         ("POST", "/predict", {"inputs": [[t] for t in served["predict"]]}),
         ("POST", "/predict", {"inputs": served["raw"][0], "raw_scores": True}),
         ("POST", "/", {"inputs": served["inference-api"], "parameters": {"top_k": 1, "function_to_apply": "sigmoid"}}),
-        ("POST", "/v2/models/tiny/infer", oip(served["oip"])),
+        ("POST", "/v2/models/acme/tiny/infer", oip(served["oip"])),  # OIP's name: the model_id
         ("POST", "/predict", {"inputs": [[LONG_TEXT], [CORPUS[13]]], "long_text": "chunk", "chunk_tokens": 16}),
         ("POST", "/predict", {"inputs": []}),  # 422
         ("POST", "/v2/models/tiny/infer", {"inputs": [{**oip(["x"])["inputs"][0], "datatype": "FP32"}]}),  # 400
@@ -64,6 +64,9 @@ def test_counts_add_up_to_the_texts_served(tmp_path, vocab_txt):
     assert histogram["+Inf"] == found["textclass_prediction_score_count"][0][1] == 15
     assert found["textclass_prediction_score_sum"][0][1] == pytest.approx(tops.sum(), abs=1e-5)
     assert found["textclass_rescored_total"] == [({"model": "tiny"}, 0.0)]  # exact fp32 rescores nothing
+    # The request series say which model each request was for, OIP's too (its path names the model).
+    infer = {(s["model"], s["status"]) for s, _ in found["textclass_requests_total"] if s["route"].endswith("/infer")}
+    assert infer == {("tiny", "200"), ("tiny", "400"), ("", "404")}, infer
 
 
 def test_rerank_routes_count_each_pair(tmp_path, vocab_txt):
@@ -83,6 +86,9 @@ def test_rerank_routes_count_each_pair(tmp_path, vocab_txt):
     scores += list(1 / (1 + np.exp(-clf.logits([(query, t) for t in CORPUS[7:9]])[:, 0])))  # top_n=1: both scored
     found = samples(responses[-1].text)
     assert found["textclass_predictions_total"] == [({"model": "ranker", "label": clf.labels[0]}, 9.0)]
+    # One model served: the Cohere/Jina routes' requests are its own, as its scores are.
+    routes = {s["route"]: s["model"] for s, _ in found["textclass_requests_total"]}
+    assert routes["/rerank"] == routes["/v2/rerank"] == routes["/v1/rerank"] == "ranker", routes
     assert found["textclass_prediction_score_count"][0][1] == 9
     assert found["textclass_prediction_score_sum"][0][1] == pytest.approx(sum(scores), abs=1e-5)
 

@@ -79,6 +79,38 @@ def test_print_config_is_a_serve_config_that_builds_the_app(tiny_checkpoints):
     assert type(build(app["args"])).__name__ == "Application"
 
 
+@pytest.mark.parametrize("serve_was_running", [False, True], ids=["serve-started-here", "serve-already-running"])
+def test_a_failed_or_interrupted_deploy_leaves_a_joined_cluster_as_it_was(monkeypatch, serve_was_running):
+    """A deployment whose replicas fail to start, or Ctrl-C while it deploys: the application is deleted and Serve
+    shut down if this process started it, before the driver disconnects (no half-started fleet on the cluster).
+    Ray's calls are recorded by stand-ins: the order of what is removed is the behaviour under test."""
+    import ray
+    from ray import serve
+
+    from textclass.server import ray_serve
+    from textclass.server.settings import ServerSettings
+
+    calls: list[str] = []
+    monkeypatch.setattr(ray_serve, "connect", lambda address: calls.append(f"connect {address}") or False)
+    monkeypatch.setattr(ray_serve, "_serve_running", lambda: serve_was_running)
+    monkeypatch.setattr(ray_serve, "application", lambda settings, ray_settings: "app")
+    monkeypatch.setattr(serve, "start", lambda **kwargs: calls.append("serve.start"))
+    monkeypatch.setattr(serve, "delete", lambda name: calls.append(f"serve.delete {name}"))
+    monkeypatch.setattr(serve, "shutdown", lambda: calls.append("serve.shutdown"))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("ray.shutdown"))
+    for failure in (RuntimeError("Deploying app 'textclass' failed"), KeyboardInterrupt()):
+        def run(app, failure: BaseException = failure, **kwargs):
+            calls.append("serve.run")
+            raise failure
+
+        monkeypatch.setattr(serve, "run", run)
+        calls.clear()
+        with pytest.raises(type(failure)):
+            ray_serve.serve_on_ray(ServerSettings(), ray_serve.RaySettings(address="auto"))
+        removed = ["serve.delete textclass", *([] if serve_was_running else ["serve.shutdown"]), "ray.shutdown"]
+        assert calls == ["connect auto", "serve.start", "serve.run", *removed], calls
+
+
 def processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) of every process now."""
     found = {}

@@ -144,6 +144,15 @@ BAD = [
     ("rank_fields past text", "/v1/rerank", {"query": QUERY, "documents": ["a"], "rank_fields": ["title"]},
      "rank_fields"),
     ("a list for the query", "/v1/rerank", {"query": [QUERY], "documents": ["a"]}, "query"),
+    # The empty-text rule of every other route: a blank text is refused, naming where it is.
+    ("a blank document", "/v2/rerank", {"query": QUERY, "documents": ["a", " \t"]},
+     "documents[1] is empty or only whitespace"),
+    ("a blank query", "/v2/rerank", {"query": "", "documents": ["a"]}, "query is empty or only whitespace"),
+    ("a blank string on v1", "/v1/rerank", {"query": QUERY, "documents": ["a", "b", "\n"]},
+     "documents[2] is empty or only whitespace"),
+    ("a blank object on v1", "/v1/rerank", {"query": QUERY, "documents": [{"text": " "}]},
+     "documents[0] is empty or only whitespace"),
+    ("a blank query on v1", "/v1/rerank", {"query": "\u3000", "documents": ["a"]}, "query is empty or only whitespace"),
 ]  # fmt: skip
 
 

@@ -92,6 +92,11 @@ def test_errors(clf, tiny_checkpoints):
         clf.rerank(QUERY, ["fine", 5])
     with pytest.raises(InputError, match="at most 64"):
         clf.rerank(QUERY, DOCS, truncate=False)
+    # The one rule for empty text holds here too: a blank text or query is refused, not scored.
+    with pytest.raises(InputError, match=r"^input 1 is empty \(or only whitespace\); give it text to rank$"):
+        clf.rerank(QUERY, ["fine", " \n"])
+    with pytest.raises(InputError, match=r"^query is empty \(or only whitespace\)"):
+        clf.rerank("\t", ["fine"])
 
 
 # ---- the server: TEI's /rerank ------------------------------------------------------------------------------
@@ -218,3 +223,5 @@ def test_cli_errors(tiny_checkpoints, reranker, tmp_path):
     empty.write_bytes(b"")
     assert_clean_error(runner.invoke(cli_app, ["rerank", QUERY, "--model", str(reranker[0]), "-i", str(empty)]),
                        "is empty")  # fmt: skip
+    assert_clean_error(runner.invoke(cli_app, ["rerank", " ", "--model", str(reranker[0]), "-i", str(docs)]),
+                       "query is empty")  # fmt: skip

@@ -125,6 +125,9 @@ def test_errors(clf, tiny_checkpoints):
         clf.zero_shot([], LABELS)
     with pytest.raises(InputError, match="candidate_labels\\[1\\]"):
         clf.zero_shot("x", ["a", 2])
+    for texts, index in ((" ", 0), (["fine", ""], 1)):  # the one rule for empty text: refused, not scored
+        with pytest.raises(InputError, match=rf"^input {index} is empty \(or only whitespace\)"):
+            clf.zero_shot(texts, LABELS)
 
 
 # ---- the server: POST / as the Inference API answers zero-shot ----------------------------------------------

@@ -58,7 +58,8 @@ def serve(
     ] = DEFAULT_GRACEFUL_TIMEOUT,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Require `Authorization: Bearer KEY` on POST routes and /info.", envvar="TEXTCLASS_API_KEY"),
+        typer.Option(help="Require `Authorization: Bearer KEY` on every route but the health probes, /metrics "
+                     "and the docs.", envvar="TEXTCLASS_API_KEY"),  # fmt: skip
     ] = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,

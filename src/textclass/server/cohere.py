@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from textclass.errors import InputError
 from textclass.server.errors import ApiError, documented
 from textclass.server.lookup import ProtocolModel, ServedModels
-from textclass.server.schemas import PositiveInteger, Request
+from textclass.server.schemas import PositiveInteger, Request, Text
+from textclass.server.threads import in_thread
 from textclass.tasks.rerank import rank_texts, require_cross_encoder, rerank_pairs
 
 Handler = Callable[[Any], Awaitable[tuple[Any, dict[str, str]]]]  # fastpath.py's route function
@@ -45,13 +45,13 @@ class TextDocument(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    text: str = Field(examples=["Carson City is the capital city of Nevada."])
+    text: Text = Field(examples=["Carson City is the capital city of Nevada."])
 
 
 class CohereV2RerankRequest(Request):
     model: str | None = _MODEL
-    query: str = Field(examples=["What is the capital of the United States?"])
-    documents: Annotated[list[str], Field(min_length=1)] = Field(
+    query: Text = Field(examples=["What is the capital of the United States?"])
+    documents: Annotated[list[Text], Field(min_length=1)] = Field(
         examples=[["Carson City is the capital city of Nevada.", "Washington, D.C. is the capital of the US."]]
     )
     top_n: PositiveInteger | None = _TOP_N
@@ -62,8 +62,8 @@ class CohereV2RerankRequest(Request):
 
 class RerankV1Request(Request):
     model: str | None = _MODEL
-    query: str = Field(examples=["What is the capital of the United States?"])
-    documents: Annotated[list[str | TextDocument], Field(min_length=1)] = Field(
+    query: Text = Field(examples=["What is the capital of the United States?"])
+    documents: Annotated[list[Text | TextDocument], Field(min_length=1)] = Field(
         description="Strings, or objects with a `text` field (Jina's {text}; Cohere v1's objects keep their fields).",
         examples=[["Carson City is the capital city of Nevada.", {"text": "Washington, D.C. is the capital."}]],
     )
@@ -149,8 +149,9 @@ def rerank_routes(models: ServedModels, max_documents: int) -> dict[str, tuple[t
         served = admit(body.model, len(body.documents))
         texts = body.documents
         if body.max_tokens_per_doc is not None and body.max_tokens_per_doc < served.clf.tokenizer.model_max_length:
-            # Pairs are cut at the model's limit anyway; below it, each document is tokenized once more, off the loop.
-            texts = await anyio.to_thread.run_sync(cut_documents, served, texts, body.max_tokens_per_doc)
+            # Pairs are cut at the model's limit anyway; below it, each document is tokenized once more, off the loop
+            # (in a daemon thread, as all the server's work off the loop: a cancelled request's never holds the exit).
+            texts = await in_thread(cut_documents, served, texts, body.max_tokens_per_doc)
         results, tokens = await ranked(served, body.query, texts, body.top_n)
         meta = {"api_version": {"version": "2"}, "tokens": {"input_tokens": tokens}}
         return {"id": str(uuid.uuid4()), "results": results, "meta": meta}, {}

@@ -137,9 +137,6 @@ def describe_validation(errors: Any) -> str:
             where = field + "".join(f"[{part}]" for part in path[1:] if part.isdigit())
             messages[field] = f"{where} is empty or only whitespace; every text needs something to classify"
             empty.add(field)
-        elif error.get("type") == "string_pattern_mismatch" and field == "inputs":  # /explain: WordText
-            messages[field] = f"inputs: a text with no word in it has no tokens to attribute ({error.get('input')!r})"
-            empty.add(field)
         elif field in EXPECTED:
             messages[field] = f"{field} must be {EXPECTED[field]}"
         else:

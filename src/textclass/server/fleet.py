@@ -18,6 +18,8 @@ from textclass.server.served import Limits, ServedModel
 from textclass.server.settings import MODEL_NAME, ServerSettings, model_name
 
 MODELS_PREFIX = "/models/"
+OIP_MODELS_PREFIX = "/v2/models/"  # KServe's Open Inference Protocol names the model in its path too (oip.py)
+RERANK_PROTOCOL_PATHS = ("/v1/rerank", "/v2/rerank")  # Cohere's and Jina's shapes (cohere.py)
 
 
 class Fleet:
@@ -64,12 +66,22 @@ class Fleet:
         return model
 
     def model_of_path(self, path: str) -> str:
-        """The model a request path is about, for metrics labels: /models/NAME/... is NAME, a model route at the
-        root is the default model, anything else (health, metrics, docs) no model."""
+        """The model a request path is about, for metrics labels: /models/NAME/... is NAME, OIP's
+        /v2/models/NAME[/ready|/infer] is NAME (with one model, also its model_id), a model route at the root is the
+        default model, and so are the Cohere/Jina rerank routes when one model is served (with several, their body
+        names the model: no label); anything else (health, metrics, docs, an unknown name) no model."""
         if path.startswith(MODELS_PREFIX):
             name = path[len(MODELS_PREFIX):].split("/", 1)[0]
             return name if name in self._models else ""
-        return self.default.name if path in ROOT_MODEL_PATHS else ""
+        if path.startswith(OIP_MODELS_PREFIX):
+            name = path[len(OIP_MODELS_PREFIX):]
+            name = name[: -len("/infer")] if name.endswith(("/infer", "/ready")) else name
+            if name in self._models:
+                return name
+            return self.default.name if len(self) == 1 and name == self.default.model_id else ""
+        if path in ROOT_MODEL_PATHS or (len(self) == 1 and path in RERANK_PROTOCOL_PATHS):
+            return self.default.name
+        return ""
 
 
 # The routes that run a model (routes.py registers each at the root, for the default model, and per model).

@@ -18,12 +18,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from textclass.server.fleet import MODELS_PREFIX, ROOT_MODEL_PATHS, Fleet
+from textclass.server.fleet import MODELS_PREFIX, RERANK_PROTOCOL_PATHS, ROOT_MODEL_PATHS, Fleet
 from textclass.server.served import ServedModel
 
 ZERO_SHOT_FIELDS = ("candidate_labels", "multi_label", "hypothesis_template")
 REF = "#/components/schemas/"
-RERANK_PROTOCOL_PATHS = ("/v1/rerank", "/v2/rerank")
 
 
 def fleet_schema(app: FastAPI, fleet: Fleet) -> Any:

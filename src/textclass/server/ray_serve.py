@@ -139,23 +139,32 @@ def serve_on_ray(settings: ServerSettings, ray_settings: RaySettings) -> None:
 
     connect(ray_settings.address)
     log.info(json.dumps({"event": "config", "engine": "ray", **settings.public(), **asdict(ray_settings)}))
+    serve_was_running, deployed = True, False  # until known otherwise: remove nothing this process did not add
     try:
         serve_was_running = _serve_running()
         began = time.perf_counter()
         serve.start(http_options={"host": settings.host, "port": settings.port,
                                   "request_timeout_s": settings.request_timeout + 5})  # fmt: skip
+        deployed = True
         serve.run(application(settings, ray_settings), name=APP_NAME, route_prefix="/")
         log.info(json.dumps({"event": "ready", "engine": "ray", "replicas": ray_settings.autoscale or
                              ray_settings.replicas, "seconds": round(time.perf_counter() - began, 2),
                              "url": f"http://{settings.host}:{settings.port}"}))  # fmt: skip
         _wait_for_stop()
         log.info(json.dumps({"event": "stopping", "engine": "ray"}))
-        serve.delete(APP_NAME)
-        if not serve_was_running:
-            serve.shutdown()
     finally:
+        # However it ends (a stop signal, a deployment that failed to start, Ctrl-C while deploying), what this
+        # process added goes: its application, and Serve if it started it; a joined cluster is left as it was found.
         # A local cluster this process started goes with it; a joined one only loses this driver's connection.
-        ray.shutdown()
+        try:
+            if deployed:
+                serve.delete(APP_NAME)
+            if not serve_was_running:
+                serve.shutdown()
+        except Exception as exc:  # noqa: BLE001 - why it stopped is the error to show; this says what may be left
+            log.warning(json.dumps({"event": "cleanup_failed", "engine": "ray", "app": APP_NAME, "error": str(exc)}))
+        finally:
+            ray.shutdown()
     log.info(json.dumps({"event": "stopped", "engine": "ray"}))
 
 

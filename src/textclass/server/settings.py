@@ -43,7 +43,7 @@ class ServerSettings:
     payload_limit: int = 2_000_000  # request body bytes
     max_concurrent_requests: int = 512  # classification requests admitted at once (per model); more get 429
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT  # seconds one request may take; then 503
-    api_key: str | None = None  # when set, POST routes and /info need `Authorization: Bearer <key>`
+    api_key: str | None = None  # when set, every route but the probes, metrics and docs (middleware.is_open) needs it
     device: str | None = None
     dtype: str | None = None
     backend: str | None = None

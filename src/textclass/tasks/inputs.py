@@ -49,14 +49,14 @@ def normalise_inputs(inputs: Any) -> tuple[list[TextInput], bool]:
     return out, single
 
 
-def require_text(items: Sequence[TextInput]) -> None:
+def require_text(items: Sequence[TextInput], task: str = "classify") -> None:
     """The one rule for empty text: an empty or whitespace-only text (either text of a pair) is an InputError
     naming its index. A blank text carries nothing to classify; scoring it answers with the model's prior."""
     for index, item in enumerate(items):
         parts = [(item, "")] if isinstance(item, str) else list(zip(item, ("", "'s text_pair")))
         for text, what in parts:
             if not text.strip():
-                raise InputError(f"input {index}{what} is empty (or only whitespace); give it text to classify")
+                raise InputError(f"input {index}{what} is empty (or only whitespace); give it text to {task}")
 
 
 def _str(value: Any, index: int) -> str:

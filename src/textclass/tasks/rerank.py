@@ -14,7 +14,7 @@ import numpy as np
 from textclass import postprocess
 from textclass.errors import InputError
 from textclass.models.config import EncoderConfig
-from textclass.tasks.inputs import strings
+from textclass.tasks.inputs import require_text, strings
 
 
 def require_cross_encoder(config: EncoderConfig) -> None:
@@ -31,7 +31,11 @@ def rerank_pairs(query: str, texts: Sequence[str]) -> list[tuple[str, str]]:
     """(query, text) pairs: the query goes first, as cross-encoders are trained."""
     if not isinstance(query, str):
         raise InputError(f"query must be a string, got {type(query).__name__}")
-    return [(query, text) for text in strings(texts, "texts", "text to rank")]
+    if not query.strip():  # the empty-text rule (inputs.require_text) holds for the query as for the texts
+        raise InputError("query is empty (or only whitespace); give it text to rank against")
+    texts = strings(texts, "texts", "text to rank")
+    require_text(texts, "rank")
+    return [(query, text) for text in texts]
 
 
 def check_top_n(top_n: int | None) -> None:

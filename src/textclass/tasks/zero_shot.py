@@ -15,7 +15,7 @@ import numpy as np
 from textclass import postprocess
 from textclass.errors import InputError
 from textclass.models.config import EncoderConfig
-from textclass.tasks.inputs import strings
+from textclass.tasks.inputs import require_text, strings
 
 DEFAULT_HYPOTHESIS_TEMPLATE = "This example is {}."
 
@@ -75,6 +75,7 @@ def zero_shot_job(
 ) -> ZeroShotJob:
     single = isinstance(texts, str)
     sequences = [texts] if single else strings(texts, "texts", "text to classify")
+    require_text(sequences)
     labels = parse_candidate_labels(candidate_labels)
     if not isinstance(hypothesis_template, str):
         raise InputError(f"hypothesis_template must be a string, got {type(hypothesis_template).__name__}")
