@@ -78,6 +78,24 @@ def test_request_token_bound_refuses_before_any_model_work(counting):
     assert explained.status_code == 413 and "--max-request-tokens" in explained.json()["error"]
 
 
+def test_integrated_gradients_weighs_a_forward_and_a_backward_pass_per_step(counting):
+    """A token-step of integrated gradients costs IG_TOKEN_COST tokens of the bound: a request whose tokens × steps
+    fit but whose real work does not is refused before any of it runs."""
+    from textclass.tasks.explain import IG_TOKEN_COST, tokens_of
+
+    length = len(tokens_of(counting.tokenizer, CORPUS[5])[0][0].ids)
+    fits = 500 // (length * IG_TOKEN_COST)  # steps whose weighted work is within 500
+    over = 500 // length  # tokens × steps within 500, the weighted work past it
+    assert fits >= 1 and over * length * IG_TOKEN_COST > 500
+    app = create_app(counting, ServerSettings(max_request_tokens=500))
+    ok, refused = call(app, [
+        ("POST", "/explain", {"inputs": CORPUS[5], "method": "integrated_gradients", "steps": steps})
+        for steps in (fits, over)
+    ])  # fmt: skip
+    assert ok.status_code == 200, ok.text
+    assert refused.status_code == 413 and f"needs {over * length * IG_TOKEN_COST:,} tokens" in refused.json()["error"]
+
+
 def test_a_request_past_the_timeout_gets_503_and_its_queued_work_is_dropped(counting):
     app = create_app(counting, ServerSettings(request_timeout=1.5, max_batch_tokens=64))
 

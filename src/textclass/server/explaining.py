@@ -3,8 +3,8 @@
 Occlusion's variants are tokenized rows like any others: they go through the model's shared batcher (admission,
 429, the token bound, batches shared with other requests). Integrated gradients needs torch and gradients, so it
 runs in a worker thread, one text at a time and one request at a time per model (two at once would only share the
-same cores); its work (tokens × steps) counts against the same per-request token bound, checked first, and a
-cancelled request (timeout, shutdown) stops before its next text.
+same cores); its work (tokens × steps × 4: a forward and a backward pass in fp32) counts against the same
+per-request token bound, checked first, and a cancelled request (timeout, shutdown) stops before its next text.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ async def explain_answer(model: ServedModel, body: ExplainRequest) -> Any:
             results = explain.occlusion_results(items, options.unit, scores, counts, clf.labels, body.target)
         else:
             require_torch("explaining with integrated gradients")  # 424 naming textclass[torch], before any work
-            # Each step is a forward and backward pass over the text: (tokens × steps) rows of model work.
-            model.check_tokens(sum(len(item.ids) for item in items) * options.steps)
+            model.check_tokens(explain.integrated_gradients_work(items, options.steps))
             if model.explain_lane is None:  # made on first use, inside the event loop
                 model.explain_lane = asyncio.Lock()
             results = []
