@@ -136,15 +136,17 @@ class Classifier:
                     )
         return encoded
 
-    def run(self, encoded: Sequence[Encoded], batch_size: int | None = None) -> np.ndarray:
-        """(n, num_labels) float32 logits for tokenized inputs, in their order (length-sorted batches inside)."""
+    def run(self, encoded: Sequence[Encoded], batch_size: int | None = None, one_thread: bool = False) -> np.ndarray:
+        """(n, num_labels) float32 logits for tokenized inputs, in their order (length-sorted batches inside).
+        `one_thread`: on the calling thread alone, so that up to `engine.lanes` calls can run at once (the server
+        does under load); the logits are the same either way."""
         self._require_head()
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         out = np.empty((len(encoded), self.config.num_labels), dtype=np.float32)
         batches = list(make_batches(encoded, self.max_batch_tokens, self.tokenizer.pad_token_id,
                                     self.engine.uses_token_types, max_batch_size=batch_size))  # fmt: skip
-        for batch, logits in zip(batches, self.engine.map(batches)):
+        for batch, logits in zip(batches, self.engine.map(batches, one_thread)):
             out[batch.indices] = logits
         return out
 

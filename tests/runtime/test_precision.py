@@ -258,6 +258,29 @@ def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
     np.testing.assert_allclose(together[:10], alone, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_calls_on_one_thread_at_once_equal_calls_with_every_thread(tiny, dtype):
+    """A server's lanes: `one_thread` calls run on the caller's thread alone (the one-thread session), several at
+    once from several threads, and each text gets the logits it gets from a call with every thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"{CORPUS[i % len(CORPUS)]} {'again ' * (i % 5)}({i})" for i in range(24)]
+    clf = Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype=dtype, max_batch_tokens=64)
+    encoded = clf.encode(texts)
+    clf.engine.threads = 2  # as on a 2-CPU machine, whatever this one has
+    assert clf.engine.lanes == 2
+    every_thread = clf.run(encoded)
+    calls = [encoded[i : i + 3] for i in range(0, len(encoded), 3)]
+    with ThreadPoolExecutor(2) as pool:
+        lanes = np.concatenate(list(pool.map(lambda call: clf.run(call, one_thread=True), calls)))
+    assert clf.engine._single_thread is not None  # they ran on the one-thread session
+    np.testing.assert_allclose(lanes, every_thread, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)
+    clf.engine.side_by_side = False  # a model too big for a second copy: one call at a time, every thread
+    assert clf.engine.lanes == 1
+    torch_engine = Classifier.from_pretrained(tiny["bert"], backend="torch", dtype="fp32").engine
+    assert torch_engine.lanes == 1
+
+
 def test_side_by_side_only_where_a_second_copy_of_the_weights_is_small(tiny):
     from types import SimpleNamespace
 

@@ -313,7 +313,7 @@ class RecordingEngine:
         self.shapes.append(batch.input_ids.shape)
         return self.engine(batch)
 
-    def map(self, batches: Any) -> Any:  # through __call__, so that every forward pass is recorded
+    def map(self, batches: Any, one_thread: bool = False) -> Any:  # through __call__: every pass is recorded
         return map(self, batches)
 
     def __getattr__(self, name: str) -> Any:

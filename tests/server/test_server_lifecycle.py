@@ -18,7 +18,7 @@ from conftest import CORPUS
 from serverutil import LiveServer, without_fast_path
 from textclass.checkpoint.tokenizer import Encoded
 from textclass.classifier import Classifier
-from textclass.server.batcher import ROUND_BATCHES, Batcher, BatchFailed
+from textclass.server.batcher import LANE_SHARE, ROUND_BATCHES, Batcher, BatchFailed
 
 
 # ---- the batcher with a fake model ------------------------------------------------------------------
@@ -54,6 +54,53 @@ def test_batcher_keeps_each_answer_and_its_order_across_batches():
     # Rounds take what queued, past one budget: fewer calls than budget-sized slices would have made.
     assert any(len(batch) * max(map(len, batch)) > budget for batch in seen)
     assert len(seen) < sum(map(len, jobs))
+
+
+def test_lanes_run_rounds_side_by_side_on_one_thread_each():
+    """With two lanes, a round taken while another runs goes `one_thread`, at the same time as it; a lone round
+    keeps every thread; an idle lane waits for LANE_SHARE's part of a forward pass's budget (or for the busy lane
+    to finish) rather than take a lone request; every answer is its own, and stop drains both lanes."""
+    running, most, calls, lock = [0], [0], [], threading.Lock()
+
+    def run(encoded: list[Encoded], one_thread: bool = False) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append((len(encoded), sum(map(len, encoded)), one_thread))
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+        return np.array([[e.ids[0], len(e)] for e in encoded], dtype=np.float32)
+
+    budget = 160
+    batcher = Batcher(run, max_batch_tokens=budget, lanes=2)
+    assert batcher.lane_tokens == budget // LANE_SHARE == 20
+    assert batcher.lanes == 2
+    batcher.start()
+    jobs = [[Encoded([job * 100 + row] * (1 + (job + row) % 9), []) for row in range(1 + job % 4)] for job in range(60)]
+
+    async def scenario() -> tuple[np.ndarray, list[np.ndarray]]:
+        alone = await batcher.infer([Encoded([7, 7], [])])  # nothing else queued: every thread
+
+        async def submit(job, delay):
+            await asyncio.sleep(delay)
+            return await batcher.infer(job)
+
+        return alone, await asyncio.gather(*(submit(job, 0.002 * i) for i, job in enumerate(jobs)))
+
+    try:
+        alone, results = asyncio.run(scenario())
+    finally:
+        batcher.stop(10)
+    assert not batcher.alive
+    np.testing.assert_array_equal(alone, [[7, 2]])
+    for job, result in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(result, [[e.ids[0], len(e)] for e in job])
+    assert calls[0] == (1, 2, False)
+    assert most[0] == 2  # two rounds did run at once
+    side_by_side = [call for call in calls if call[2]]
+    assert side_by_side and all(tokens >= batcher.lane_tokens for _, tokens, _ in side_by_side)
+    assert all(tokens <= budget * ROUND_BATCHES or rows == 1 for rows, tokens, _ in calls)
 
 
 def test_batcher_failure_reaches_only_the_failing_request():

@@ -9,8 +9,9 @@ a second session opened with one intra-op thread, instead of one after another w
 matrix product: a product of a few hundred rows splits poorly, and the elementwise operators between them hardly
 split at all (docs/performance.md). That session costs one more copy of the weights, so it opens on the first call
 that has enough batches to share out, and only for models whose copy stays small (load.SIDE_BY_SIDE_BYTES). A
-single batch (a server's, one text's) keeps every thread on it. Either way each batch's logits are the same
-(tested).
+single batch (a server's, one text's) keeps every thread on it. Under load a server runs several calls at once
+instead (`lanes` of them, each `one_thread` on that session, in its own thread): the same side-by-side, across
+rounds of requests rather than within one. Either way each batch's logits are the same (tested).
 """
 
 from __future__ import annotations
@@ -90,18 +91,31 @@ class OnnxEngine:
     def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
         return self._run(self.session, batch)
 
-    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+    @property
+    def lanes(self) -> int:
+        """Calls that may run at once, each on one thread of the one-thread session: one per CPU where that
+        session may be opened, else one."""
+        return self.threads if self.side_by_side and self.threads >= 2 else 1
+
+    def map(self, batches: Sequence[Batch], one_thread: bool = False) -> Iterator[np.ndarray]:
         """Each batch's logits, in order: side by side, one thread each, when there are at least two batches
-        per thread to share out (fewer would leave threads idle that could have split a product)."""
-        if not self.side_by_side or self.threads < 2 or len(batches) < 2 * self.threads:
+        per thread to share out (fewer would leave threads idle that could have split a product). With
+        `one_thread` (and `lanes` > 1), one after another on the caller's thread: other calls use the other CPUs."""
+        if one_thread and self.lanes > 1:
+            session = self._one_thread_session()
+            return iter([self._run(session, batch) for batch in batches])
+        if self.lanes < 2 or len(batches) < 2 * self.threads:
             return map(self, batches)
-        with self._lock:
-            if self._single_thread is None:
-                self._single_thread = self._open(1)
-        session = self._single_thread
+        session = self._one_thread_session()
         # The pool hands the next batch (longest first: make_batches' order) to whichever thread is free.
         with ThreadPoolExecutor(self.threads, thread_name_prefix="textclass-onnx") as pool:
             return iter(list(pool.map(lambda batch: self._run(session, batch), batches)))
+
+    def _one_thread_session(self) -> Any:
+        with self._lock:
+            if self._single_thread is None:
+                self._single_thread = self._open(1)
+            return self._single_thread
 
     def _run(self, session: Any, batch: Batch) -> np.ndarray:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}

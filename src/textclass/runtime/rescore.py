@@ -107,15 +107,19 @@ class RescoringEngine:
     def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
         return next(self.map([batch]))
 
-    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
-        logits = list(self.fast.map(batches))
+    @property
+    def lanes(self) -> int:
+        return self.fast.lanes
+
+    def map(self, batches: Sequence[Batch], one_thread: bool = False) -> Iterator[np.ndarray]:
+        logits = list(self.fast.map(batches, one_thread))
         picks = [(i, int(row)) for i, out in enumerate(logits)
                  for row in near_ties(out, self.function, self.temperature)]  # fmt: skip
         exact = self.exact if picks else None
         if exact is not None:  # the near ties of all batches, batched afresh: a few rows a batch would run slowly
             budget = max(batch.input_ids.size for batch in batches)
             groups = list(regroup(batches, picks, budget, self.pad_token_id))
-            for (group, _), again in zip(groups, exact.map([batch for _, batch in groups])):
+            for (group, _), again in zip(groups, exact.map([batch for _, batch in groups], one_thread)):
                 for position, row_logits in zip(group, again):
                     i, row = picks[position]
                     logits[i][row] = row_logits

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class TorchEngine:
     backend = "torch"
     rescored: Rescored | None = None  # scores every text once
+    lanes = 1  # torch splits each batch over the CPUs itself: one call at a time
 
     def __init__(self, model: nn.Module, device: str, dtype: str = "float32", reason: str = ""):
         self.model = model
@@ -44,5 +45,5 @@ class TorchEngine:
             )
         return logits.float().cpu().numpy()
 
-    def map(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+    def map(self, batches: Sequence[Batch], one_thread: bool = False) -> Iterator[np.ndarray]:
         return map(self, batches)  # one after another: torch splits each batch over the CPUs (or the GPU) itself

@@ -11,8 +11,16 @@ Why rounds rather than one budget's worth off the head: measured on 2 cores (doc
 64 queued one-sentence requests at 0.61× its offline speed when they came in budget-sized FIFO slices (~21 mixed
 lengths, so few rows per forward pass after the length split, and too few passes to run side by side) and at
 0.79× as one call, as offline scoring calls it. A request with many texts may span several rounds; rows are
-written back by index, so every answer keeps its input order. The model never runs on the event loop, and only one
-call runs at a time. Answers go back to the event loop once per round (one wake-up), not once per request.
+written back by index, so every answer keeps its input order. The model never runs on the event loop. Answers go
+back to the event loop once per round (one wake-up), not once per request.
+
+Lanes: with an engine that can run several calls at once on one thread each (`engine.lanes`, one per CPU: ONNX
+Runtime), there is one worker thread per lane. A round that finds no other lane busy runs with every thread (one
+request's latency is unchanged); a round taken while another runs goes on one thread, and an idle lane takes a
+round only when no other lane is busy or an eighth of a forward pass's budget (LANE_SHARE) is queued, so that
+rounds do not shrink to single requests at moderate load. Under load the rounds run side by side, one per CPU,
+as offline scoring runs its passes (docs/server.md has the figures). Which lane scored a text does not change its
+logits.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ from textclass.server.metrics import ModelMetrics
 
 log = logging.getLogger("textclass.server")
 ROUND_BATCHES = 8  # a round takes at most this many forward passes' worth of real tokens (latency bound)
+# While a lane runs, another takes a round once an eighth of a forward pass's budget is queued (128 tokens on CPU,
+# a handful of sentences): 64 clients ran alike from a sixteenth to a quarter, and with no wait at all.
+LANE_SHARE = 8
 
 
 class BatchFailed(Exception):
@@ -88,27 +99,40 @@ class Batcher:
 
     def __init__(
         self,
-        run: Callable[[list[Encoded]], np.ndarray],
+        run: Callable[..., np.ndarray],
         max_batch_tokens: int,
         metrics: ModelMetrics | None = None,
         round_batches: int = ROUND_BATCHES,
+        lanes: int = 1,
     ):
+        """`run(encoded)` scores a round with every thread; with `lanes` > 1 also `run(encoded, one_thread=True)`
+        on the calling thread alone, while other lanes' rounds run."""
         self._run = run
         self.max_batch_tokens = max_batch_tokens
         self.max_round_tokens = max_batch_tokens * round_batches
+        self.lane_tokens = max(1, max_batch_tokens // LANE_SHARE)  # what an idle lane waits for while one runs
         self.metrics = metrics
         self._queue: deque[tuple[_Job, int]] = deque()  # (job, row of that job), FIFO
+        self._queued_tokens = 0  # tokens of the rows in the queue
         self._wake = threading.Condition()
+        self._delivering = threading.Lock()  # lanes write rows of the same request
         self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="textclass-batcher", daemon=True)
+        self._busy = 0  # lanes running a round
+        self._threads = [threading.Thread(target=self._work, name=f"textclass-batcher-{lane}", daemon=True)
+                         for lane in range(max(1, lanes))]  # fmt: skip
 
     # ---- event-loop side -----------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def lanes(self) -> int:
+        return len(self._threads)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return all(thread.is_alive() for thread in self._threads) and not self._stopping
 
     async def infer(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """(len(encoded), num_labels) logits in input order, computed in shared batches."""
@@ -120,8 +144,9 @@ class Batcher:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
             self._queue.extend((job, row) for row in range(len(encoded)))
+            self._queued_tokens += sum(len(item) for item in encoded)
             self._queue_changed()
-            self._wake.notify()
+            self._wake.notify_all() if len(self._threads) > 1 else self._wake.notify()
         return await job.future
 
     def stop(self, timeout: float | None = None) -> None:
@@ -129,21 +154,36 @@ class Batcher:
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # ---- worker thread -------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
             with self._wake:
-                while not self._queue and not self._stopping:
+                while not self._ready():
                     self._wake.wait()
                 if not self._queue:  # stopping and drained
                     return
                 taken = self._take()
                 self._queue_changed()
-            if taken:
-                self._run_batch(taken)
+                self._busy += 1
+                alone = self._busy == 1
+            try:
+                if taken:
+                    self._run_batch(taken, alone)
+            finally:
+                with self._wake:
+                    self._busy -= 1
+                    self._wake.notify_all()  # a lane waiting for a fuller queue may take it now
+
+    def _ready(self) -> bool:
+        """Whether this lane should take a round now (or, stopping with nothing queued, end)."""
+        if not self._queue:
+            return self._stopping
+        return self._busy == 0 or self._stopping or self._queued_tokens >= self.lane_tokens
 
     def _take(self) -> list[tuple[_Job, int]]:
         """Texts from the head of the queue while their tokens stay within the round's (at least one)."""
@@ -153,25 +193,29 @@ class Batcher:
             job, row = self._queue[0]
             if job.failed or job.future.cancelled():
                 self._queue.popleft()  # its answer is already settled: skip the rest of its texts
+                self._queued_tokens -= len(job.encoded[row])
                 continue
             tokens += len(job.encoded[row])
             if taken and tokens > self.max_round_tokens:
                 break
             taken.append(self._queue.popleft())
+            self._queued_tokens -= len(job.encoded[row])
         return taken
 
-    def _run_batch(self, taken: list[tuple[_Job, int]]) -> None:
+    def _run_batch(self, taken: list[tuple[_Job, int]], alone: bool = True) -> None:
         encoded = [job.encoded[row] for job, row in taken]
         started = time.perf_counter()
         try:
-            logits = self._run(encoded)  # (rows, num_labels)
+            logits = self._run(encoded) if alone else self._run(encoded, one_thread=True)  # (rows, num_labels)
         except Exception as exc:  # noqa: BLE001 - any model failure must reach the requests, not kill the worker
             self._isolate(taken, exc)
             return
         if self.metrics is not None:
             self.metrics.observe_batch(len(encoded), padded_tokens(encoded, self.max_batch_tokens),
                                        time.perf_counter() - started)  # fmt: skip
-        _settle(self._deliver(taken, logits))
+        with self._delivering:
+            outcomes = self._deliver(taken, logits)
+        _settle(outcomes)
 
     def _isolate(self, taken: list[tuple[_Job, int]], exc: Exception) -> None:
         """A round failed: rerun each request's share alone so one bad request cannot fail its neighbours."""
@@ -187,15 +231,16 @@ class Batcher:
             except Exception as own:  # noqa: BLE001
                 outcomes += self._fail(job, own)
             else:
-                outcomes += self._deliver(mine, logits)
+                with self._delivering:
+                    outcomes += self._deliver(mine, logits)
         _settle(outcomes)
 
-    @staticmethod
-    def _fail(job: _Job, exc: Exception) -> list[Outcome]:
+    def _fail(self, job: _Job, exc: Exception) -> list[Outcome]:
         log.error("batch failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
-        if job.failed:
-            return []
-        job.failed = True
+        with self._delivering:
+            if job.failed:
+                return []
+            job.failed = True
         return [(job, BatchFailed(f"{type(exc).__name__}: {exc}"))]
 
     @staticmethod

@@ -59,9 +59,9 @@ class ServedModel:
     explain_lane: asyncio.Lock | None = None  # integrated gradients: one request at a time (explaining.py)
 
     def __post_init__(self) -> None:
-        # One token budget, the classifier's (--max-batch-tokens): the batcher takes no more than one forward pass
-        # holds, so the classifier never splits a batch for size (only, maybe, its rows that would be mostly padding).
-        self.batcher = Batcher(self.clf.run, self.clf.max_batch_tokens, self.metrics)
+        # One token budget, the classifier's (--max-batch-tokens): the classifier cuts each round into forward
+        # passes of at most that many padded tokens. One lane per CPU where the engine can run calls side by side.
+        self.batcher = Batcher(self.clf.run, self.clf.max_batch_tokens, self.metrics, lanes=self.clf.engine.lanes)
 
     # ---- what the model can do (the routes answer 424 otherwise, and the schema says so) ------------------------
     @property
@@ -88,7 +88,7 @@ class ServedModel:
         started = time.perf_counter()
         await self.batcher.infer(self.clf.encode(["Warming up the model."]))  # the first batch pays for lazy init
         self.ready = True
-        log.info(json.dumps({"event": "ready", "model": self.name,
+        log.info(json.dumps({"event": "ready", "model": self.name, "batch_lanes": self.batcher.lanes,
                              "warm_up_ms": round((time.perf_counter() - started) * 1000, 1)}))  # fmt: skip
 
     def stop(self, timeout: float | None = None) -> None:
