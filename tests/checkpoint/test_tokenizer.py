@@ -100,6 +100,18 @@ def test_ids_equal_transformers(sources, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_one_text_tokenizes_as_it_does_in_a_batch(sources, source):
+    """One text takes `encode`, several `encode_batch`: the same ids and token types either way, truncated alike."""
+    folder, _, token_types = sources[source]
+    ours = ours_for(folder, token_types)
+    texts = TRICKY + ["word " * 100]
+    for kwargs in ({}, {"truncation": False}, {"max_length": 9}, {"max_length": 9, "truncation_side": "left"}):
+        together = ours.encode_batch(texts, **kwargs)
+        alone = [ours.encode_batch([text], **kwargs)[0] for text in texts]
+        assert [(e.ids, e.type_ids) for e in alone] == [(e.ids, e.type_ids) for e in together], kwargs
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_pairs_padding_and_max_length_equal_transformers(sources, source):
     folder, reference, token_types = sources[source]
     ours = ours_for(folder, token_types)
