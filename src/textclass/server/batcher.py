@@ -1,6 +1,6 @@
 """Dynamic batching: texts from many requests share model calls, cut by a token budget.
 
-Requests put their tokenized texts on one FIFO queue. A single worker thread takes *everything queued* (a round, at
+Requests put their tokenized texts on one FIFO queue. A worker thread takes *everything queued* (a round, at
 most ROUND_BATCHES forward passes' worth of tokens) and hands it to the classifier in one call, which sorts the
 rows by length and cuts them into forward passes of at most `max_batch_tokens` padded tokens (rows × longest),
 running them side by side when there are enough (runtime/onnx_engine.py). Then each request gets its rows. There
@@ -94,8 +94,8 @@ def _resolve(outcomes: list[Outcome]) -> None:
 
 
 class Batcher:
-    """Queue + one worker thread around `run`: (texts) -> (texts, num_labels) float32 logits, which cuts its texts
-    into forward passes of at most `max_batch_tokens` padded tokens (Classifier.run)."""
+    """Queue + a worker thread per lane around `run`: (texts) -> (texts, num_labels) float32 logits, which cuts its
+    texts into forward passes of at most `max_batch_tokens` padded tokens (Classifier.run)."""
 
     def __init__(
         self,
