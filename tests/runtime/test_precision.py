@@ -281,6 +281,19 @@ def test_calls_on_one_thread_at_once_equal_calls_with_every_thread(tiny, dtype):
     assert torch_engine.lanes == 1
 
 
+def test_sessions_spin_during_a_run_and_stop_after_it(tiny):
+    """ONNX Runtime's threads spin inside a run (fast operator hand-offs) and stop spinning when it returns, so
+    that the CPUs are free between calls (a server's event loop and clients share them)."""
+    engine = Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype="fp32").engine
+    options = engine.options(2)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    try:
+        spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, on
+        spinning = "1"
+    assert spinning == "1"
+
+
 def test_side_by_side_only_where_a_second_copy_of_the_weights_is_small(tiny):
     from types import SimpleNamespace
 
