@@ -84,7 +84,7 @@ class OnnxEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         # The pool's threads spin during a run (turning that off made one text 1.2x slower) but stop when it
         # returns, instead of holding both CPUs until the next: a server's event loop, its clients and the caller's
-        # own Python get them back. A lone server request came back 1.4-2.3 ms sooner (docs/server.md).
+        # own Python get them back. A lone server request came back 1.7 ms sooner on average (docs/server.md).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
