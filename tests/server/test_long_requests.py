@@ -47,12 +47,12 @@ def test_a_100k_word_request_is_refused_at_once_by_default_and_answered_in_secon
 
 def test_sigterm_with_a_long_request_in_flight_exits_within_the_grace_period(tiny, tmp_path):
     grace = 2.0
-    server = LiveServer(tiny, tmp_path / "server.log", "--graceful-timeout", str(grace),
-                        "--max-request-tokens", "100000000", "--max-batch-tokens", "64")  # fmt: skip
+    server = LiveServer(tiny, tmp_path / "server.log", "--graceful-timeout", str(grace), "--payload-limit", "8000000",
+                        "--max-request-tokens", "1000000000", "--max-batch-tokens", "64")  # fmt: skip
     server.wait_healthy()
-    # Long enough to outlast the grace period (1.5 MB, under the 2 MB body limit): ~60,000 windows of 6 tokens,
-    # ten to a batch.
-    body = {"inputs": [HUGE] * 2, "parameters": {"long_text": "chunk", "chunk_tokens": 6, "stride": 0}}
+    # Long enough to outlast the grace period (6 MB, under the raised body limit): ~250,000 windows of 6 tokens,
+    # ten to a batch. (Two texts, 1.5 MB, stopped being enough once the server ran rounds side by side.)
+    body = {"inputs": [HUGE] * 8, "parameters": {"long_text": "chunk", "chunk_tokens": 6, "stride": 0}}
     outcome: dict[str, object] = {}
 
     def client() -> None:
