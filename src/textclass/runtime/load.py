@@ -98,7 +98,8 @@ def for_this_model(checkpoint: Checkpoint, precision: Precision, build: bool) ->
     rescoring would not pay (rescore.rescoring_pays). Other modes (asked for, pinned) stay as they are. `build`:
     export the int8 graph if it is not cached (its build notes the calibration logits); else, with nothing cached,
     say the choice is made at the first load."""
-    if precision.rule != CPU_DEFAULT or not precision.rescore or _function(checkpoint) == "none":
+    function = _function(checkpoint)
+    if precision.rule != CPU_DEFAULT or not precision.rescore or function == "none":
         return precision
     from textclass.onnx import cache
     from textclass.runtime.cpu import detect, int8_cost, int8_plan
@@ -113,7 +114,7 @@ def for_this_model(checkpoint: Checkpoint, precision: Precision, build: bool) ->
     if logits is None or not len(logits):
         return replace(precision, reason=f"{precision.reason}; whether rescoring pays for this model is measured on "
                                          "calibration sentences at its first load")  # fmt: skip
-    pays, why = rescoring_pays(logits, _function(checkpoint), checkpoint.config.temperature, int8_cost())
+    pays, why = rescoring_pays(logits, function, checkpoint.config.temperature, int8_cost())
     if pays:
         return replace(precision, reason=f"{precision.reason}; {why}")
     return Precision("onnx", "float32", required=False, reason=f"CPU default ({detect().describe()}): {why}",

@@ -146,7 +146,7 @@ class Batcher:
             self._queue.extend((job, row) for row in range(len(encoded)))
             self._queued_tokens += sum(len(item) for item in encoded)
             self._queue_changed()
-            self._wake.notify_all() if len(self._threads) > 1 else self._wake.notify()
+            self._wake.notify_all()  # every idle lane re-checks whether to take a round
         return await job.future
 
     def stop(self, timeout: float | None = None) -> None:
