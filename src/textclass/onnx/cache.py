@@ -41,6 +41,7 @@ import numpy as np
 from textclass.checkpoint import Checkpoint
 from textclass.checkpoint.locate import BUNDLED_DIR
 from textclass.onnx.export import export_graphs, export_settings, require_exporter, save_graph
+from textclass.onnx.layernorm import keep_split
 
 log = logging.getLogger("textclass")
 GRAPH, ENTRY = "model.onnx", "entry.json"
@@ -223,6 +224,7 @@ def _optimize(graph: Path, out: Path) -> None:
     options.optimized_model_filepath = str(out)
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", out.name + ".data")
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    keep_split(options)  # a shipped graph's residual blocks are not fused again (layernorm.py)
     ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 

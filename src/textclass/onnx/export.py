@@ -6,6 +6,8 @@ families without a torch-free graph builder (`Family.onnx_builder`; the BERT lin
 measured on this project's CPU decides the recipe:
 - the legacy TorchScript exporter (`dynamo=False`) on explicit matmul-softmax-matmul attention gives the
   graph ORT's optimizer fuses into Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization;
+  the SkipLayerNormalization nodes are then split back into Add + LayerNormalization (layernorm.py: ORT's fused
+  kernel ran 4x slower than the plain ones);
   graph.py builds that same graph from config.json and the weights, and it fuses the same way;
 - int8 is quantize.py's rewrite of that fused graph, not ONNX Runtime's `quantize_dynamic`: that one scales
   activations per batch, so a text's scores moved with its neighbours;
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 
 # Bump when the exported graph changes: every cached artefact made by an older recipe becomes stale.
 # 2: the BERT lineage's graph is built by graph.py (same fused operators and outputs as the traced one).
-EXPORT_VERSION = 2
+# 3: residual blocks are Add + LayerNormalization again, not SkipLayerNormalization (layernorm.py: 4x faster).
+EXPORT_VERSION = 3
 OPSET = 17
 ONNX_MODES = ("fp32", "int8")
 EXTERNAL_DATA_MIN_BYTES = 1024  # initializers at least this large go to the side file
@@ -233,4 +236,7 @@ def _fuse(checkpoint: Checkpoint, raw: onnx.ModelProto) -> onnx.ModelProto:
     if fused.get("Attention", 0) != config.num_layers:
         # Still correct, only slower: say so rather than hide it.
         log.warning("ONNX Runtime fused %s of %s attention layers", fused.get("Attention", 0), config.num_layers)
+    from textclass.onnx.layernorm import split_skip_layer_norm
+
+    split_skip_layer_norm(optimized.model)  # its fused residual blocks run slower than the plain operators
     return optimized.model

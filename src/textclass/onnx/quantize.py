@@ -290,17 +290,13 @@ def quantize_rows(
 
 
 def _add_constant(rw: _Rewrite, output: str, value: np.ndarray, consumers: list, weights: dict, base: str) -> None:
-    """Add `value` (out,) to `output`: folded into its only consumer's bias when that is a SkipLayerNormalization
-    (the residual after a layer's FFN) or an Add of a constant, else as an Add node of its own."""
+    """Add `value` (out,) to `output`: folded into its only consumer when that adds a constant (the layer's bias,
+    layernorm.py puts it before the residual), else as an Add node of its own."""
     from onnx import numpy_helper
 
     if len(consumers) == 1:
         consumer = consumers[0]
-        slot = None
-        if consumer.op_type == "SkipLayerNormalization" and len(consumer.input) >= 5:
-            slot = 4  # (input, skip, gamma, beta, bias)
-        elif consumer.op_type == "Add":
-            slot = 1 - list(consumer.input).index(output)
+        slot = 1 - list(consumer.input).index(output) if consumer.op_type == "Add" else None
         if slot is not None and consumer.input[slot] in weights:
             bias = numpy_helper.to_array(weights[consumer.input[slot]]).astype(np.float32)
             if bias.shape == value.shape:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textclass.errors import CheckpointError
+from textclass.onnx.layernorm import keep_split
 
 if TYPE_CHECKING:
     from textclass.runtime.batching import Batch
@@ -86,7 +87,7 @@ class OnnxEngine:
         # returns, instead of holding both CPUs until the next: a server's event loop, its clients and the caller's
         # own Python get them back. A lone server request came back 1.7 ms sooner on average (docs/server.md).
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        return options
+        return keep_split(options)  # residual blocks stay Add + LayerNormalization (onnx/layernorm.py)
 
     @property
     def dtype(self) -> str:
