@@ -327,6 +327,7 @@ def main() -> None:
     parser.add_argument("--phases", default="single,single_lean,load,load_lean",
                         help="comma-separated: single, single_lean, load, load_lean (overload: --overload-requests)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--max-batch-tokens", type=int, help="the server's and offline budget (default: the CPU's)")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
 
@@ -336,12 +337,13 @@ def main() -> None:
     texts = list(dict.fromkeys(line.split("\t")[0].strip() for line in lines))[: args.texts]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or minilm_with_random_head(Path(tmp) / "minilm-2-labels")
-        clf = Classifier.from_pretrained(model)
+        clf = Classifier.from_pretrained(model, max_batch_tokens=args.max_batch_tokens)
+        budget = ("--max-batch-tokens", str(clf.max_batch_tokens))  # the server cuts as offline does
         offline_rate, want = expected_answers(clf, texts)
         report: dict = {"model": str(args.model or "MiniLM-L6 + random 2-label head"), "texts": len(texts),
-                        "offline_texts_per_s": round(offline_rate, 1)}  # fmt: skip
+                        "offline_texts_per_s": round(offline_rate, 1), "max_batch_tokens": clf.max_batch_tokens}  # fmt: skip
         print(json.dumps(report), flush=True)
-        server = LiveServer(model, Path(tmp) / "server.log").wait_healthy()
+        server = LiveServer(model, Path(tmp) / "server.log", *budget).wait_healthy()
         try:
             short = sorted(texts, key=len)[:100]
             for lean in (False, True):

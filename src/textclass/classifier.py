@@ -17,6 +17,7 @@ from textclass.checkpoint.tokenizer import Encoded, TextInput, Tokenizer
 from textclass.errors import InputError
 from textclass.models.config import EncoderConfig
 from textclass.runtime.batching import make_batches
+from textclass.runtime.cpu import cpu_batch_tokens
 from textclass.runtime.engine import Engine
 from textclass.tasks import chunking, explain, rerank, zero_shot
 from textclass.tasks.inputs import normalise_inputs, require_text
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 _NOT_GIVEN: Any = object()  # top_k left out: the pipeline's legacy output shape
-# CPU: a batch's activations stay in cache (1024 beat 2048 and 512 no faster: docs/performance.md).
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
+# CPU: a batch's activations stay in cache; by the CPU's kind (runtime/cpu.py CPU_BATCH_TOKENS: 256 with AMX,
+# else 1024; docs/performance.md).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": cpu_batch_tokens(), "cuda": 16384}
 
 
 class Classifier:

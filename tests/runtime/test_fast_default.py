@@ -161,6 +161,17 @@ def test_arm_and_the_machine_pin_choose_exact_fp32(monkeypatch):
     assert pick_precision("cpu", dtype="float32").dtype == "float32"
 
 
+def test_the_cpu_token_budget_follows_the_instruction_set(monkeypatch):
+    """AMX's int8 products are fast enough that smaller, cache-resident batches win (docs/performance.md)."""
+    budgets = {kind: cpu.cpu_batch_tokens(cpu.CpuFeatures("x86_64", frozenset(FLAGS[kind].split())))
+               for kind in ("avx2", "zen4", "amx", "old")}  # fmt: skip
+    assert budgets == {"avx2": 1024, "zen4": 1024, "amx": 256, "old": 1024}
+    assert cpu.cpu_batch_tokens(cpu.CpuFeatures("aarch64", frozenset({"amx_int8"}))) == 1024  # x86 flags only
+    # What a classifier on this machine cuts by, unless asked otherwise.
+    assert Classifier.from_pretrained(backend="onnx").max_batch_tokens == cpu.cpu_batch_tokens(THIS_CPU)
+    assert Classifier.from_pretrained(backend="onnx", max_batch_tokens=512).max_batch_tokens == 512
+
+
 def test_proc_cpuinfo_flags_are_read_from_the_first_processor():
     text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: fpu avx2 fma amx_int8\n\n" \
            "processor\t: 1\nflags\t\t: fpu\n"  # fmt: skip

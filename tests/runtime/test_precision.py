@@ -6,6 +6,7 @@ Correctness only; speed is measured by bench/throughput.py and bench/latency.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from textclass import Classifier
 from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
 from textclass.errors import InputError
 from textclass.onnx import cache
+from textclass.runtime.batching import make_batches
 from textclass.runtime.precision import Precision, pick_precision
 
 WORDPIECE = ("bert", "distilbert")
@@ -256,6 +258,27 @@ def test_batches_side_by_side_equal_one_after_another(tiny, dtype):
     np.testing.assert_allclose(together, sequential, rtol=0, atol=1e-6)
     alone = np.concatenate([clf.run([item]) for item in encoded[:10]])  # one batch: the every-thread session
     np.testing.assert_allclose(together[:10], alone, rtol=0, atol=1e-5 if dtype == "fp32" else 1e-6)
+
+
+def test_side_by_side_batches_run_when_their_graph_file_has_gone(tiny, tmp_path, caplog):
+    """The one-thread session opens on the first call that needs it; by then a newer build of the same checkpoint
+    may have replaced the graph's cache entry. The batches then run on the open session, with the same logits."""
+    from textclass.runtime.onnx_engine import OnnxEngine
+
+    clf = Classifier.from_pretrained(tiny["bert"], backend="onnx", dtype="fp32", max_batch_tokens=64)
+    graph = tmp_path / "graph" / "model.onnx"
+    shutil.copytree(clf.engine.path.parent, graph.parent)  # the graph and its weights' side file
+    engine = OnnxEngine(graph, "fp32", threads=2)
+    batches = list(make_batches(clf.encode([f"{CORPUS[i % len(CORPUS)]} ({i})" for i in range(40)]), 64,
+                                clf.tokenizer.pad_token_id, engine.uses_token_types))  # fmt: skip
+    assert len(batches) >= 4  # enough to go side by side
+    expected = [engine(batch) for batch in batches]
+    shutil.rmtree(graph.parent)
+    with caplog.at_level(logging.WARNING, logger="textclass"):
+        got = list(engine.map(batches))
+    assert "batches run on one session" in caplog.text
+    for ours, theirs in zip(got, expected):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])

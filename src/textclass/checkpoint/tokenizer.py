@@ -325,10 +325,12 @@ def _added_token(value: Any, special: bool) -> AddedToken:
 
 
 def _sentencepiece_unigram(model_path: Path, settings: dict, special: dict) -> RustTokenizer:
-    """DeBERTa-v2/v3's tokenizer from spm.model (no tokenizer.json), as transformers 5 builds it.
+    """DeBERTa-v2/v3's tokenizer from spm.model (no tokenizer.json), as SentencePiece and transformers build it.
 
-    transformers keeps the model's pieces and scores but not SentencePiece's own normaliser (NFKC and
-    whitespace folding from the model file): it folds whitespace and applies NFC, and so do we.
+    The normaliser is the model file's own (its precompiled character map: NFKC and whitespace folding, which
+    turns a no-break or ideographic space into a plain one), as SentencePiece applies it and transformers does
+    from 5.25 on (5.0-5.24 folded whitespace and applied NFC instead, and so did we: "x\u00a0y" gave an unknown
+    piece). A model file without a map gets that older chain.
     """
     try:
         from sentencepiece import sentencepiece_model_pb2 as spm_proto
@@ -350,8 +352,12 @@ def _sentencepiece_unigram(model_path: Path, settings: dict, special: dict) -> R
     unk_id = next((i for i, entry in enumerate(vocab) if entry == (unk, 0.0)), proto.trainer_spec.unk_id)
     rust = RustTokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
     lowercase = [normalizers.Lowercase()] if settings.get("do_lower_case", False) else []
-    rust.normalizer = normalizers.Sequence([*lowercase, normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
-                                            normalizers.NFC(), normalizers.Strip(left=False, right=True)])  # fmt: skip
+    charsmap = proto.normalizer_spec.precompiled_charsmap
+    folding = [normalizers.Precompiled(charsmap), normalizers.Strip(left=False, right=True),
+               normalizers.Replace(Regex(r" {2,}"), " ")] if charsmap else \
+              [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+               normalizers.Strip(left=False, right=True)]  # fmt: skip
+    rust.normalizer = normalizers.Sequence([*lowercase, *folding])
     prepend = "always" if settings.get("add_prefix_space", True) else "first"
     punctuation = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
     rust.pre_tokenizer = pre_tokenizers.Sequence([*punctuation, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])

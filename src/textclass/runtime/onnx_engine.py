@@ -16,6 +16,7 @@ rounds of requests rather than within one. Either way each batch's logits are th
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -119,7 +120,13 @@ class OnnxEngine:
     def _one_thread_session(self) -> Any:
         with self._lock:
             if self._single_thread is None:
-                self._single_thread = self._open(1)
+                try:
+                    self._single_thread = self._open(1)
+                except CheckpointError as exc:
+                    # Its graph went away since this engine opened (a newer build of the same checkpoint replaced
+                    # its cache entry): the open session still holds it, so batches run there, one at a time.
+                    logging.getLogger("textclass").warning("textclass: %s; batches run on one session", exc)
+                    self._single_thread = self.session
             return self._single_thread
 
     def _run(self, session: Any, batch: Batch) -> np.ndarray:
