@@ -7,7 +7,7 @@ measured on this project's CPU decides the recipe:
 - the legacy TorchScript exporter (`dynamo=False`) on explicit matmul-softmax-matmul attention gives the
   graph ORT's optimizer fuses into Attention / SkipLayerNormalization / BiasGelu / EmbedLayerNormalization;
   the SkipLayerNormalization nodes are then split back into Add + LayerNormalization (layernorm.py: ORT's fused
-  kernel ran 4x slower than the plain ones);
+  kernel ran 2-6x slower than the plain ones);
   graph.py builds that same graph from config.json and the weights, and it fuses the same way;
 - int8 is quantize.py's rewrite of that fused graph, not ONNX Runtime's `quantize_dynamic`: that one scales
   activations per batch, so a text's scores moved with its neighbours;
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # Bump when the exported graph changes: every cached artefact made by an older recipe becomes stale.
 # 2: the BERT lineage's graph is built by graph.py (same fused operators and outputs as the traced one).
-# 3: residual blocks are Add + LayerNormalization again, not SkipLayerNormalization (layernorm.py: 4x faster).
+# 3: residual blocks are Add + LayerNormalization again, not SkipLayerNormalization (layernorm.py: faster).
 EXPORT_VERSION = 3
 OPSET = 17
 ONNX_MODES = ("fp32", "int8")

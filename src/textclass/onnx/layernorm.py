@@ -4,8 +4,8 @@ ORT's transformer optimizer (export.py) fuses each post-LN residual block into o
 and its session-level SkipLayerNormFusion would do the same to a graph that still had Add + LayerNormalization.
 On CPU that fused kernel is the slow one: measured with ONNX Runtime 1.32 (Intel Xeon with AMX, one thread, 768
 wide), 3.5 µs a row against 0.6-0.9 µs for Add, Add and LayerNormalization (MLAS's vectorised LayerNorm), at 32,
-256 and 1,024 rows alike; two threads 1.8 µs against 0.4-0.9. In the DistilBERT shape that was 12 × 113 µs of a
-~32-token text's 5.5 ms, and 20% of an int8 batch's operator time, where the AMX int8 products take 31%.
+256 and 1,024 rows alike; two threads 1.8 µs against 0.4-0.9. In the DistilBERT shape that was 14% of a ~32-token
+text's operator time and 20% of an int8 batch's, where the AMX int8 products take 31-40%.
 
 So the fused graph gets its residual blocks split back (`split_skip_layer_norm`), and every session that runs or
 saves such a graph is opened with `keep_split` (no re-fusion). Same arithmetic: x + bias + skip, normalised over
