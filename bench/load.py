@@ -341,7 +341,8 @@ def main() -> None:
         budget = ("--max-batch-tokens", str(clf.max_batch_tokens))  # the server cuts as offline does
         offline_rate, want = expected_answers(clf, texts)
         report: dict = {"model": str(args.model or "MiniLM-L6 + random 2-label head"), "texts": len(texts),
-                        "offline_texts_per_s": round(offline_rate, 1), "max_batch_tokens": clf.max_batch_tokens}  # fmt: skip
+                        "offline_texts_per_s": round(offline_rate, 1),
+                        "max_batch_tokens": clf.max_batch_tokens}  # fmt: skip
         print(json.dumps(report), flush=True)
         server = LiveServer(model, Path(tmp) / "server.log", *budget).wait_healthy()
         try:
