@@ -243,8 +243,9 @@ def simulate_row_int8(x: np.ndarray, w: np.ndarray, smooth: np.ndarray, shift: f
     form = quantize.FORMATS[quantize.PLANS["avx2"]]
     levels = 2**form.activation_bits - 1 if shift else 2 ** (form.activation_bits - 1) - 1
     x = (x + shift) * (1 / smooth)
-    scale = np.maximum((x.max(-1, keepdims=True) if shift else np.abs(x).max(-1, keepdims=True)) / levels, 1e-30)
-    q = np.round(x * (np.float32(1) / scale.astype(np.float32)))
+    peak = x.max(-1, keepdims=True) if shift else np.abs(x).max(-1, keepdims=True)
+    scale = peak / levels
+    q = np.round((x / peak).astype(np.float32) / np.float32(1 / levels))
     stored, w_scale = quantize.quantize_weight(w * smooth[:, None], form)
     integers = stored.astype(np.float64) - form.weight_zero
     dequantized = integers * w_scale / smooth[:, None]
@@ -263,6 +264,12 @@ def test_row_int8_computes_its_numpy_model_without_overflow_and_row_by_row():
                                atol=1e-4)  # fmt: skip
     assert np.abs(y1 - x @ w1).max() < 0.03 * np.abs(x @ w1).max()  # and both are close to fp32
     assert np.abs(y2 - gelu @ w2).max() < 0.03 * np.abs(gelu @ w2).max()
+    # A row of zeros has peak 0: whatever QuantizeLinear makes of 0/0, the product scales it by 0, an exact zero row.
+    zeros = x.copy()
+    zeros[0, 3] = 0
+    y1, y2 = session.run(None, {"x": zeros})
+    assert np.isfinite(y1).all() and np.isfinite(y2).all() and not y1[0, 3].any()
+    np.testing.assert_allclose(y1[0, :3], simulate_row_int8(x, w1, smooth["w1"], 0.0)[0, :3], rtol=1e-4, atol=1e-4)
     for row in (0, 5, 11):  # each row alone gives, bit for bit, what it gives among the others
         alone = session.run(None, {"x": x[:, row : row + 1]})
         assert all(np.array_equal(a[0, 0], b[0, row]) for a, b in zip(alone, (y1, y2)))
