@@ -116,7 +116,11 @@ def calibrate(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> Calibrate
     probe = type(model)()
     probe.CopyFrom(model)
     probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in set(inputs.values()))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    from textclass.onnx.layernorm import keep_split
+
+    # The graph as exported, residual blocks split (ORT's default level would fuse them back for this run only).
+    session = ort.InferenceSession(probe.SerializeToString(), keep_split(ort.SessionOptions()),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
     names = [output.name for output in session.get_outputs()]
     wanted = {item.name for item in session.get_inputs()}
     largest: dict[str, np.ndarray] = {}
