@@ -124,7 +124,8 @@ class OnnxEngine:
                     self._single_thread = self._open(1)
                 except CheckpointError as exc:
                     # Its graph went away since this engine opened (a newer build of the same checkpoint replaced
-                    # its cache entry): the open session still holds it, so batches run there, one at a time.
+                    # its cache entry): the open session still holds it, so the batches run there, sharing its
+                    # threads (ONNX Runtime runs calls on one session concurrently).
                     logging.getLogger("textclass").warning("textclass: %s; batches run on one session", exc)
                     self._single_thread = self.session
             return self._single_thread
