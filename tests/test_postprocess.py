@@ -50,3 +50,15 @@ def test_rank_and_shapes():
     assert isinstance(single, list) and len(single) == 3 and isinstance(single[0], dict)
     with pytest.raises(InputError, match="top_k"):
         postprocess.rank(scores[0], labels, 0)
+
+
+def test_rank_matches_a_stable_sort_and_puts_nan_last():
+    rng = np.random.default_rng(0)
+    labels = [f"l{i}" for i in range(40)]
+    scores = rng.choice(np.array([0.1, 0.25, 0.5], dtype=np.float32), size=40)  # many ties
+    ranked = postprocess.rank(scores, labels, None)
+    want = sorted(range(40), key=lambda i: -float(scores[i]))  # Python's sort is stable: label order among ties
+    assert [r["label"] for r in ranked] == [labels[i] for i in want]
+    assert all(type(r["score"]) is float and r["score"] == float(scores[int(r["label"][1:])]) for r in ranked)
+    with_nan = np.array([0.3, np.nan, 0.7], dtype=np.float32)
+    assert [r["label"] for r in postprocess.rank(with_nan, ["a", "b", "c"], None)] == ["c", "a", "b"]
