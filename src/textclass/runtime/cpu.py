@@ -142,7 +142,9 @@ def int8_cost(cpu: CpuFeatures | None = None) -> float:
 # (memory-bound) lead: batches whose activations stay nearer the core win there, fp32 too. Measured on a 2-core
 # Xeon with AMX (docs/performance.md, 600 SST-2 dev sentences, texts/s by budget 128/256/384/512/1024): DistilBERT
 # shape default 522/527/498/465/390, MiniLM 507/543/523/515/480; ONNX Runtime fp32 at 256/512/1024: 138/132/129
-# and 502/508/456.
+# and 502/508/456. Measured again with the padding-aware plan (runtime/batching.py, 872 SST-5 train sentences,
+# 192/256/384/512/1024): DistilBERT shape 515/518/498/484/456, MiniLM 519/520/528/525/516: 256 still leads. The AVX2
+# figures predate that plan (which gained 13-17% at 1024 on this Xeon); not measured again on AVX2.
 CPU_BATCH_TOKENS = {"amx": 256, "other": 1024}
 
 
