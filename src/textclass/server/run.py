@@ -98,6 +98,8 @@ class _Listener(logging.handlers.QueueListener):
                 continue
             lines = []
             for record in batch:
+                if not handler.filter(record):  # what handler.handle checks first
+                    continue
                 try:
                     lines.append(handler.format(record) + "\n")
                 except Exception:  # noqa: BLE001 - logging's own policy: report and carry on
