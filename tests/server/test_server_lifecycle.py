@@ -18,7 +18,7 @@ from conftest import CORPUS
 from serverutil import LiveServer, without_fast_path
 from textclass.checkpoint.tokenizer import Encoded
 from textclass.classifier import Classifier
-from textclass.server.batcher import LANE_SHARE, ROUND_BATCHES, Batcher, BatchFailed
+from textclass.server.batcher import LANE_SHARE, ROUND_BATCHES, SPLIT_TOKENS, Batcher, BatchFailed, _Job
 
 
 # ---- the batcher with a fake model ------------------------------------------------------------------
@@ -101,6 +101,75 @@ def test_lanes_run_rounds_side_by_side_on_one_thread_each():
     side_by_side = [call for call in calls if call[2]]
     assert side_by_side and all(tokens >= batcher.lane_tokens for _, tokens, _ in side_by_side)
     assert all(tokens <= budget * ROUND_BATCHES or rows == 1 for rows, tokens, _ in calls)
+
+
+def _queued(batcher: Batcher, lengths: list[int], loop: asyncio.AbstractEventLoop) -> list[_Job]:
+    """Put one single-text request per length on the batcher's queue, oldest first, without running a lane."""
+    jobs = [_Job([Encoded([i] * n, [])], loop.create_future(), loop, remaining=1) for i, n in enumerate(lengths)]
+    batcher._queue.extend((job, 0) for job in jobs)
+    batcher._queued_tokens += sum(lengths)
+    return jobs
+
+
+def test_lanes_take_their_share_of_a_full_queue_by_length():
+    """While another lane runs and SPLIT_TOKENS are queued, a lane takes the half of the queue by length (tokens)
+    that holds the oldest text, in arrival order; the next take gets the rest. Below SPLIT_TOKENS, or with no other
+    lane running (one lane, an idle server), a lane takes the queue as it came."""
+    loop = asyncio.new_event_loop()
+    try:
+        lengths = [30, 5, 40, 6, 35, 7, 8, 45, 50, 9, 10, 60]  # 305 tokens; sorted, halves at 150 and 155
+        assert sum(lengths) >= SPLIT_TOKENS
+        batcher = Batcher(lambda encoded: None, max_batch_tokens=64, lanes=2)
+        batcher._busy = 1  # the other lane is running a round
+        _queued(batcher, lengths, loop)
+        first = [len(job.encoded[0]) for job, _ in batcher._take()]
+        assert first == [30, 5, 40, 6, 35, 7, 8, 9, 10]  # the oldest (30) and its half, in queue order
+        assert batcher._queued_tokens == 45 + 50 + 60 < SPLIT_TOKENS
+        assert [len(job.encoded[0]) for job, _ in batcher._take()] == [45, 50, 60]  # the rest, as queued
+        assert not batcher._queue and batcher._queued_tokens == 0
+
+        _queued(batcher, [60, *lengths[1:]], loop)  # the oldest is now the longest: the long half goes first
+        assert [len(job.encoded[0]) for job, _ in batcher._take()] == [60, 50, 60]
+
+        batcher._queue.clear()
+        batcher._queued_tokens = 0
+        batcher._busy = 0  # no other lane running: the queue as it came, every thread on it
+        _queued(batcher, lengths, loop)
+        assert [len(job.encoded[0]) for job, _ in batcher._take()] == lengths
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_length_share_always_holds_the_oldest_text_and_loses_none(seed):
+    """Whatever the queue, each take starts with the oldest live text, keeps arrival order, stays within the
+    round's tokens, and takes and leaves exactly the queue: every text is taken within len(queue) takes."""
+    rng = random.Random(seed)
+    loop = asyncio.new_event_loop()
+    try:
+        batcher = Batcher(lambda encoded: None, max_batch_tokens=rng.choice([16, 64, 256]), lanes=rng.choice([2, 3]))
+        batcher._busy = 1
+        jobs = _queued(batcher, [rng.randint(1, 120) for _ in range(rng.randint(1, 80))], loop)
+        jobs[rng.randrange(len(jobs))].future.cancel()  # a client that went away: dropped, never taken
+        live = [job for job in jobs if not job.future.cancelled()]
+        taken_all: list[_Job] = []
+        for _ in range(len(jobs)):
+            if not batcher._queue:
+                break
+            head = next((job for job, _ in batcher._queue if not job.future.cancelled()), None)
+            taken = [job for job, _ in batcher._take()]
+            if head is None:
+                assert not taken
+                continue
+            assert taken[0] is head
+            assert [jobs.index(job) for job in taken] == sorted(jobs.index(job) for job in taken)
+            assert len(taken) == 1 or sum(len(job.encoded[0]) for job in taken) <= batcher.max_round_tokens
+            assert batcher._queued_tokens == sum(len(job.encoded[row]) for job, row in batcher._queue)
+            taken_all += taken
+        assert not batcher._queue
+        assert sorted(map(id, taken_all)) == sorted(map(id, live))
+    finally:
+        loop.close()
 
 
 def test_batcher_failure_reaches_only_the_failing_request():

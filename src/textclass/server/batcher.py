@@ -1,11 +1,11 @@
 """Dynamic batching: texts from many requests share model calls, cut by a token budget.
 
 Requests put their tokenized texts on one FIFO queue. A worker thread takes *everything queued* (a round, at
-most ROUND_BATCHES forward passes' worth of tokens) and hands it to the classifier in one call, which sorts the
-rows by length and cuts them into forward passes of at most `max_batch_tokens` padded tokens (rows × longest),
-running them side by side when there are enough (runtime/onnx_engine.py). Then each request gets its rows. There
-is no waiting window: whatever queued while the model was busy forms the next round, so rounds grow with load
-(continuous batching, as TEI does).
+most ROUND_BATCHES forward passes' worth of tokens; with several lanes and a full queue, its share by length,
+below) and hands it to the classifier in one call, which sorts the rows by length and cuts them into forward
+passes of at most `max_batch_tokens` padded tokens (rows × longest), running them side by side when there are
+enough (runtime/onnx_engine.py). Then each request gets its rows. There is no waiting window: whatever queued
+while the model was busy forms the next round, so rounds grow with load (continuous batching, as TEI does).
 
 Why rounds rather than one budget's worth off the head: measured on 2 cores (docs/server.md), the classifier ran
 64 queued one-sentence requests at 0.61× its offline speed when they came in budget-sized FIFO slices (~21 mixed
@@ -21,6 +21,14 @@ round only when no other lane is busy or an eighth of a forward pass's budget (L
 rounds do not shrink to single requests at moderate load. Under load the rounds run side by side, one per CPU,
 as offline scoring runs its passes (docs/server.md has the figures). Which lane scored a text does not change its
 logits.
+
+Shares by length: when a lane takes a round while another runs and SPLIT_TOKENS are queued, it does not take the
+queue in arrival order but its share of it by length: the queue sorted by length and cut into one share of its
+tokens per lane, and the lane takes the share holding the oldest text. Rounds of mixed lengths made many short
+passes (the batch plan closes a pass rather than pad it much): the same texts ran at 0.84x of one sorted call in
+arrival-order rounds of 16 and at 0.96-0.99x in rounds of near-equal lengths (bench/rounds.py). The oldest text is
+always taken, so a text waits at most as many rounds as it takes to clear what was queued before it; a request's
+answer is the same whichever round, lane or neighbours its texts had.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ ROUND_BATCHES = 8  # a round takes at most this many forward passes' worth of re
 # While a lane runs, another takes a round once an eighth of a forward pass's budget is queued (128 tokens on CPU,
 # a handful of sentences): 64 clients ran alike from a sixteenth to a quarter, and with no wait at all.
 LANE_SHARE = 8
+# While a lane runs, another that finds at least this many tokens queued (about ten sentences) takes its share of the
+# queue by length (Batcher._split). 64 clients on the bundled model (AMX Xeon, bench/load.py): 0.75-0.77x offline at
+# 128-256, 0.74-0.76x at 512, 0.74-0.75x at 1,024; the whole queue in arrival order, 0.70-0.72x in the same minutes.
+SPLIT_TOKENS = 256
 
 
 class BatchFailed(Exception):
@@ -186,7 +198,11 @@ class Batcher:
         return self._busy == 0 or self._stopping or self._queued_tokens >= self.lane_tokens
 
     def _take(self) -> list[tuple[_Job, int]]:
-        """Texts from the head of the queue while their tokens stay within the round's (at least one)."""
+        """Texts from the head of the queue while their tokens stay within the round's (at least one); while another
+        lane runs and SPLIT_TOKENS are queued, this lane's share of the queue by length (_split). A lane that finds
+        the others idle takes the queue as it came and runs it with every thread."""
+        if self._busy and self._queued_tokens >= SPLIT_TOKENS:
+            return self._split()
         taken: list[tuple[_Job, int]] = []
         tokens = 0
         while self._queue:
@@ -201,6 +217,32 @@ class Batcher:
             taken.append(self._queue.popleft())
             self._queued_tokens -= len(job.encoded[row])
         return taken
+
+    def _split(self) -> list[tuple[_Job, int]]:
+        """The queue sorted by length and cut into one share of its tokens per lane: the share that holds the
+        oldest text, in queue order, within the round's tokens. The other shares stay for the other lanes, so
+        side-by-side rounds each hold near-equal lengths, as one sorted call's passes do. The oldest text always
+        goes, so none waits longer than the rounds it takes to clear the texts queued before it."""
+        live = [item for item in self._queue if not (item[0].failed or item[0].future.cancelled())]
+        lengths = [len(job.encoded[row]) for job, row in live]
+        share = max(1.0, sum(lengths) / self.lanes)
+        shares, seen = {}, 0
+        for i in sorted(range(len(live)), key=lengths.__getitem__):  # stable: queue order among equal lengths
+            shares[i] = min(self.lanes - 1, int((seen + lengths[i] / 2) // share))  # where its middle token falls
+            seen += lengths[i]
+        taken: list[int] = []
+        tokens = 0
+        for i in range(len(live)):
+            if shares[i] != shares.get(0):
+                continue
+            tokens += lengths[i]
+            if taken and tokens > self.max_round_tokens:
+                break
+            taken.append(i)
+        chosen = set(taken)
+        self._queue = deque(item for i, item in enumerate(live) if i not in chosen)
+        self._queued_tokens = sum(lengths) - sum(lengths[i] for i in taken)
+        return [live[i] for i in taken]
 
     def _run_batch(self, taken: list[tuple[_Job, int]], alone: bool = True) -> None:
         encoded = [job.encoded[row] for job, row in taken]
