@@ -143,7 +143,8 @@ def test_lanes_take_their_share_of_a_full_queue_by_length():
 @pytest.mark.parametrize("seed", range(20))
 def test_a_length_share_always_holds_the_oldest_text_and_loses_none(seed):
     """Whatever the queue, each take starts with the oldest live text, keeps arrival order, stays within the
-    round's tokens, and takes and leaves exactly the queue: every text is taken within len(queue) takes."""
+    round's tokens, leaves the rest in order, and takes and leaves exactly the queue: every text is taken within
+    len(queue) takes."""
     rng = random.Random(seed)
     loop = asyncio.new_event_loop()
     try:
@@ -157,7 +158,11 @@ def test_a_length_share_always_holds_the_oldest_text_and_loses_none(seed):
             if not batcher._queue:
                 break
             head = next((job for job, _ in batcher._queue if not job.future.cancelled()), None)
+            before = [job for job, _ in batcher._queue if not job.future.cancelled()]
             taken = [job for job, _ in batcher._take()]
+            # What is left keeps its order: the window's rest back at the head, the queue beyond it untouched.
+            assert [job for job, _ in batcher._queue if not job.future.cancelled()] == [
+                job for job in before if job not in taken]
             if head is None:
                 assert not taken
                 continue

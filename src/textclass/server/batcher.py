@@ -219,30 +219,39 @@ class Batcher:
         return taken
 
     def _split(self) -> list[tuple[_Job, int]]:
-        """The queue sorted by length and cut into one share of its tokens per lane: the share that holds the
-        oldest text, in queue order, within the round's tokens. The other shares stay for the other lanes, so
-        side-by-side rounds each hold near-equal lengths, as one sorted call's passes do. The oldest text always
-        goes, so none waits longer than the rounds it takes to clear the texts queued before it."""
-        live = [item for item in self._queue if not (item[0].failed or item[0].future.cancelled())]
-        lengths = [len(job.encoded[row]) for job, row in live]
-        share = max(1.0, sum(lengths) / self.lanes)
+        """This lane's share of the head of the queue (up to a round's tokens per lane): sorted by length and cut
+        into one share of its tokens per lane, the share that holds the oldest text, in queue order, within the
+        round's tokens. The rest stays at the head for the other lanes, so side-by-side rounds each hold
+        near-equal lengths, as one sorted call's passes do. The oldest text always goes, so none waits longer
+        than the rounds it takes to clear the texts queued before it; the work is linear in the window, whatever
+        the queue's length."""
+        window: list[tuple[_Job, int]] = []
+        tokens = 0
+        while self._queue and tokens < self.max_round_tokens * self.lanes:
+            job, row = self._queue.popleft()
+            if job.failed or job.future.cancelled():  # its answer is already settled
+                self._queued_tokens -= len(job.encoded[row])
+                continue
+            window.append((job, row))
+            tokens += len(job.encoded[row])
+        lengths = [len(job.encoded[row]) for job, row in window]
+        share = max(1.0, tokens / self.lanes)
         shares, seen = {}, 0
-        for i in sorted(range(len(live)), key=lengths.__getitem__):  # stable: queue order among equal lengths
+        for i in sorted(range(len(window)), key=lengths.__getitem__):  # stable: queue order among equal lengths
             shares[i] = min(self.lanes - 1, int((seen + lengths[i] / 2) // share))  # where its middle token falls
             seen += lengths[i]
         taken: list[int] = []
         tokens = 0
-        for i in range(len(live)):
-            if shares[i] != shares.get(0):
-                continue
-            tokens += lengths[i]
-            if taken and tokens > self.max_round_tokens:
-                break
-            taken.append(i)
+        for i in range(len(window)):
+            if shares[i] == shares[0]:
+                if taken and tokens + lengths[i] > self.max_round_tokens:
+                    break
+                taken.append(i)
+                tokens += lengths[i]
         chosen = set(taken)
-        self._queue = deque(item for i, item in enumerate(live) if i not in chosen)
-        self._queued_tokens = sum(lengths) - sum(lengths[i] for i in taken)
-        return [live[i] for i in taken]
+        self._queue.extendleft(reversed([item for i, item in enumerate(window) if i not in chosen]))
+        self._queued_tokens -= tokens
+        return [window[i] for i in taken]
 
     def _run_batch(self, taken: list[tuple[_Job, int]], alone: bool = True) -> None:
         encoded = [job.encoded[row] for job, row in taken]
