@@ -23,12 +23,12 @@ as offline scoring runs its passes (docs/server.md has the figures). Which lane 
 logits.
 
 Shares by length: when a lane takes a round while another runs and SPLIT_TOKENS are queued, it does not take the
-queue in arrival order but its share of it by length: the queue sorted by length and cut into one share of its
-tokens per lane, and the lane takes the share holding the oldest text. Rounds of mixed lengths made many short
-passes (the batch plan closes a pass rather than pad it much): the same texts ran at 0.84x of one sorted call in
-arrival-order rounds of 16 and at 0.96-0.99x in rounds of near-equal lengths (bench/rounds.py). The oldest text is
-always taken, so a text waits at most as many rounds as it takes to clear what was queued before it; a request's
-answer is the same whichever round, lane or neighbours its texts had.
+queue in arrival order but its share of it by length: the head of the queue (a round's tokens per lane) sorted by
+length and cut into one share of its tokens per lane, and the lane takes the share holding the oldest text. Rounds
+of mixed lengths made many short passes (the batch plan closes a pass rather than pad it much): the same texts ran
+at 0.84x of one sorted call in arrival-order rounds of 16 and at 0.96-0.99x in rounds of near-equal lengths
+(bench/rounds.py). The oldest text is always taken, so a text waits at most as many rounds as it takes to clear what
+was queued before it; a request's answer is the same whichever round, lane or neighbours its texts had.
 """
 
 from __future__ import annotations
