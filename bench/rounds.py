@@ -6,8 +6,11 @@ python bench/rounds.py --model src/textclass/bundled/sentiment-en [--texts FILE]
 Rows (each the median of --runs, measured interleaved; ratio against one call):
   one call          every text in one `clf.run`: one global length sort, passes side by side
   rounds, arrival   rounds of --size texts in the order they come (a server's queue): mixed lengths
+  rounds, shares    a queue of --size x lanes texts in arrival order, sorted by length and cut into one share of its
+                    tokens per lane: the rounds the server's lanes take under load (server/batcher.py)
   rounds, by length rounds of --size texts cut from the length-sorted list: what a round of near-equal lengths runs at
-The gap between the last two is what mixed lengths cost (padding, short passes), not round size (docs/performance.md).
+The gap between arrival order and near-equal lengths is what mixed lengths cost (padding, short passes), not round
+size (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -49,9 +52,24 @@ def main() -> None:
         with ThreadPoolExecutor(clf.engine.lanes) as pool:
             list(pool.map(lambda texts: clf.run(texts, one_thread=True), cut))
 
+    def shares(texts: list) -> list[list]:
+        # What the server's lanes take under load (server/batcher.py): a queue of `lanes` rounds' worth, sorted by
+        # length and cut into one share of its tokens per lane.
+        cut = []
+        for start in range(0, len(texts), args.size * clf.engine.lanes):
+            queue = sorted(texts[start : start + args.size * clf.engine.lanes], key=len)
+            total, seen, share = sum(map(len, queue)), 0, [[] for _ in range(clf.engine.lanes)]
+            for item in queue:
+                share[min(len(share) - 1, int((seen + len(item) / 2) * len(share) // max(total, 1)))].append(item)
+                seen += len(item)
+            cut += [part for part in share if part]
+        return cut
+
     cases = {
         "one call": lambda: clf.run(encoded),
         f"rounds of {args.size}, arrival order": lambda: lanes(rounds(encoded)),
+        f"rounds of {args.size}, shares by length of {args.size * clf.engine.lanes} queued": lambda: lanes(
+            shares(encoded)),
         f"rounds of {args.size}, near-equal lengths": lambda: lanes(rounds(by_length)),
     }
     rates: dict[str, list[float]] = {name: [] for name in cases}

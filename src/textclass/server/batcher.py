@@ -23,11 +23,11 @@ as offline scoring runs its passes (docs/server.md has the figures). Which lane 
 logits.
 
 Shares by length: when a lane takes a round while another runs and SPLIT_TOKENS are queued, it does not take the
-queue in arrival order but its share of it by length: the head of the queue (a round's tokens per lane) sorted by
-length and cut into one share of its tokens per lane, and the lane takes the share holding the oldest text. Rounds
-of mixed lengths made many short passes (the batch plan closes a pass rather than pad it much): the same texts ran
-at 0.84x of one sorted call in arrival-order rounds of 16 and at 0.96-0.99x in rounds of near-equal lengths
-(bench/rounds.py). The oldest text is always taken, so a text waits at most as many rounds as it takes to clear what
+whole queue but its share of it: the head of the queue (a round's tokens per lane) sorted by length and cut into one
+share of its tokens per lane, the share holding the oldest text. Taking everything left the other lane little to
+take when it finished: under 64 clients the lanes ran 87-88% of the time, with shares 94-95% (docs/server.md). Cut
+by length rather than in arrival order, a share's passes are fuller: 1-2% less model time a text, 2-3 points of
+served/offline. The oldest text is always taken, so a text waits at most as many rounds as it takes to clear what
 was queued before it; a request's answer is the same whichever round, lane or neighbours its texts had.
 """
 
@@ -54,7 +54,8 @@ ROUND_BATCHES = 8  # a round takes at most this many forward passes' worth of re
 LANE_SHARE = 8
 # While a lane runs, another that finds at least this many tokens queued (about ten sentences) takes its share of the
 # queue by length (Batcher._split). 64 clients on the bundled model (AMX Xeon, bench/load.py): 0.75-0.77x offline at
-# 128-256, 0.74-0.76x at 512, 0.74-0.75x at 1,024; the whole queue in arrival order, 0.70-0.72x in the same minutes.
+# 128-256, 0.74-0.76x at 512, 0.74-0.75x at 1,024; the whole queue in arrival order, 0.70-0.72x in the same minutes;
+# half of it in arrival order, 0.71-0.72x where shares by length gave 0.73-0.74x.
 SPLIT_TOKENS = 256
 
 
