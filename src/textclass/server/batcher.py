@@ -55,7 +55,8 @@ LANE_SHARE = 8
 # While a lane runs, another that finds at least this many tokens queued (about ten sentences) takes its share of the
 # queue by length (Batcher._split). 64 clients on the bundled model (AMX Xeon, bench/load.py): 0.75-0.77x offline at
 # 128-256, 0.74-0.76x at 512, 0.74-0.75x at 1,024; the whole queue in arrival order, 0.70-0.72x in the same minutes;
-# half of it in arrival order, 0.71-0.72x where shares by length gave 0.73-0.74x.
+# half of it in arrival order, 0.71-0.72x where shares by length gave 0.73-0.74x. Held-out texts (1,000 SST-5 train
+# sentences, slower minutes): 128 0.740-0.743x, 256 0.737-0.743x, 1,024 0.709-0.717x; arrival order 0.691-0.707x.
 SPLIT_TOKENS = 256
 
 
