@@ -36,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from textclass import Classifier
+    from textclass.server.batcher import length_shares
 
     clf = Classifier.from_pretrained(args.model, **({"dtype": args.dtype} if args.dtype else {}))
     encoded = clf.encode(read_texts(args.texts, args.limit))
@@ -53,16 +54,12 @@ def main() -> None:
             list(pool.map(lambda texts: clf.run(texts, one_thread=True), cut))
 
     def shares(texts: list) -> list[list]:
-        # What the server's lanes take under load (server/batcher.py): a queue of `lanes` rounds' worth, sorted by
-        # length and cut into one share of its tokens per lane.
-        cut = []
-        for start in range(0, len(texts), args.size * clf.engine.lanes):
-            queue = sorted(texts[start : start + args.size * clf.engine.lanes], key=len)
-            total, seen, share = sum(map(len, queue)), 0, [[] for _ in range(clf.engine.lanes)]
-            for item in queue:
-                share[min(len(share) - 1, int((seen + len(item) / 2) * len(share) // max(total, 1)))].append(item)
-                seen += len(item)
-            cut += [part for part in share if part]
+        # What the server's lanes take under load: a queue of `lanes` rounds' worth cut as the batcher cuts it.
+        lanes_n, cut = clf.engine.lanes, []
+        for start in range(0, len(texts), args.size * lanes_n):
+            queue = texts[start : start + args.size * lanes_n]
+            of = length_shares([len(item) for item in queue], lanes_n)
+            cut += [part for part in ([t for t, s in zip(queue, of) if s == k] for k in range(lanes_n)) if part]
         return cut
 
     cases = {

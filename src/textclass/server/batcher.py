@@ -207,18 +207,25 @@ class Batcher:
             return self._split()
         taken: list[tuple[_Job, int]] = []
         tokens = 0
-        while self._queue:
-            job, row = self._queue[0]
-            if job.failed or job.future.cancelled():
-                self._queue.popleft()  # its answer is already settled: skip the rest of its texts
-                self._queued_tokens -= len(job.encoded[row])
-                continue
+        while (head := self._live_head()) is not None:
+            job, row = head
             tokens += len(job.encoded[row])
             if taken and tokens > self.max_round_tokens:
                 break
             taken.append(self._queue.popleft())
             self._queued_tokens -= len(job.encoded[row])
         return taken
+
+    def _live_head(self) -> tuple[_Job, int] | None:
+        """The oldest queued text whose request still waits for its answer, left at the head; texts of requests
+        already settled (a failed batch, a client gone) are dropped on the way."""
+        while self._queue:
+            job, row = self._queue[0]
+            if not (job.failed or job.future.cancelled()):
+                return job, row
+            self._queue.popleft()
+            self._queued_tokens -= len(job.encoded[row])
+        return None
 
     def _split(self) -> list[tuple[_Job, int]]:
         """This lane's share of the head of the queue (up to a round's tokens per lane): sorted by length and cut
@@ -229,19 +236,11 @@ class Batcher:
         the queue's length."""
         window: list[tuple[_Job, int]] = []
         tokens = 0
-        while self._queue and tokens < self.max_round_tokens * self.lanes:
-            job, row = self._queue.popleft()
-            if job.failed or job.future.cancelled():  # its answer is already settled
-                self._queued_tokens -= len(job.encoded[row])
-                continue
-            window.append((job, row))
-            tokens += len(job.encoded[row])
+        while tokens < self.max_round_tokens * self.lanes and (head := self._live_head()) is not None:
+            window.append(self._queue.popleft())
+            tokens += len(head[0].encoded[head[1]])
         lengths = [len(job.encoded[row]) for job, row in window]
-        share = max(1.0, tokens / self.lanes)
-        shares, seen = {}, 0
-        for i in sorted(range(len(window)), key=lengths.__getitem__):  # stable: queue order among equal lengths
-            shares[i] = min(self.lanes - 1, int((seen + lengths[i] / 2) // share))  # where its middle token falls
-            seen += lengths[i]
+        shares = length_shares(lengths, self.lanes)
         taken: list[int] = []
         tokens = 0
         for i in range(len(window)):
@@ -314,6 +313,17 @@ class Batcher:
     def _queue_changed(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_size.set(len(self._queue))
+
+
+def length_shares(lengths: Sequence[int], parts: int) -> list[int]:
+    """Which of `parts` shares each text falls in when the texts, sorted by length (stable: queue order among equal
+    lengths), are cut into shares of equal tokens: the share its middle token falls in."""
+    share = max(1.0, sum(lengths) / parts)
+    shares, seen = [0] * len(lengths), 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        shares[i] = min(parts - 1, int((seen + lengths[i] / 2) // share))
+        seen += lengths[i]
+    return shares
 
 
 def padded_tokens(encoded: Sequence[Encoded], max_batch_tokens: int) -> int:
