@@ -16,10 +16,22 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and never handed out before in this process.
+
+    The kernel may give the same free port to two binds in a row; servers started together (test_family_paths starts
+    six) would then race for it, and one's /health would be answered by another's process (seen once in CI).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
 
 
 class LiveServer:
