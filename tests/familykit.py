@@ -109,6 +109,33 @@ def check_batch_equals_single(folder) -> None:
     np.testing.assert_allclose(clf.logits(TEXTS[::-1])[::-1], together, atol=1e-5, rtol=0)
 
 
+def check_first_only(folder) -> None:
+    """The last layer computes the first token's row alone (the head reads nothing else) where the family can, and
+    the logits are the full last layer's, padded rows included; a family that cannot says so and runs it in full."""
+    checkpoint = open_checkpoint(folder)
+    model = build_model(checkpoint)[0].eval()
+    clf = Classifier.from_pretrained(folder, dtype="fp32")
+    rows = clf.encode(TEXTS[:4])
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r.ids + [checkpoint.config.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    assert not bool(mask.all())  # padding inside the batch
+    types = torch.zeros_like(ids) if checkpoint.config.type_vocab_size > 0 else None
+    last = model.encoder.layers[-1] if hasattr(model.encoder, "layers") else model.encoder.layer
+    shapes = []  # what the last layer's calls return (ALBERT calls its one layer at every depth: the last counts)
+    hook = last.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        pruned = model(ids, mask, types)
+        pruned_shape = shapes[-1]
+        model.first_only = False
+        full = model(ids, mask, types)
+    hook.remove()
+    hidden = checkpoint.config.hidden_size
+    assert pruned_shape == (len(rows), 1 if type(model).first_only else width, hidden)
+    assert shapes[-1] == (len(rows), width, hidden)
+    torch.testing.assert_close(pruned, full, atol=1e-5, rtol=0)
+
+
 def check_onnx_and_bf16(folder, monkeypatch, tmp_path) -> None:
     """The default (ONNX Runtime fp32, traced at (2, 8)) equals torch fp32 at other lengths and paddings."""
     monkeypatch.setenv("TEXTCLASS_CACHE", str(tmp_path / "user-cache"))

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CORPUS, TINY_MAX_TOKENS
+from familykit import check_first_only
 from serverutil import LiveServer
 from textclass import Classifier
 from textclass.batch import BatchJob, ScoreOptions, run_batch
@@ -108,6 +109,13 @@ def test_batch_scores_like_the_classifier(checkpoints, model_type, tmp_path):
     expected = exact(checkpoints[model_type])(texts, top_k=None)
     for row, ranked in zip(rows, expected, strict=True):
         assert row["label"] == ranked[0]["label"] and row["score"] == pytest.approx(ranked[0]["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_last_layer_first_token_alone(checkpoints, model_type):
+    """ELECTRA, ALBERT (one shared layer) and MPNet (its bias sliced to the first query) prune the last layer;
+    DeBERTa and ModernBERT (mean pooling possible) run it in full."""
+    check_first_only(checkpoints[model_type])
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import CORPUS, FAMILIES
-from familykit import SCORED, TEXTS, assert_same_shape_and_values, reference_logits
+from familykit import SCORED, TEXTS, assert_same_shape_and_values, check_first_only, reference_logits
 from textclass import Classifier
 
 
@@ -19,6 +19,11 @@ def test_logits_match_transformers(tiny_checkpoints, family):
     ref = reference_logits(model, tokenizer, TEXTS)
     assert ours.shape == (len(TEXTS), 3) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_last_layer_computes_the_first_token_alone(tiny_checkpoints, family):
+    check_first_only(tiny_checkpoints[family][0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

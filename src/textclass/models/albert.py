@@ -20,7 +20,7 @@ from textclass.models.bert import _EMBEDDINGS, bert_lineage_table
 from textclass.models.config import activation_name
 from textclass.models.electra import FactorisedConfig, FactorisedEmbeddings
 from textclass.models.electra import _read as read_electra
-from textclass.models.encoder import Layer, SequenceClassifier, padding_mask
+from textclass.models.encoder import Layer, SequenceClassifier, last_layer_first_only, padding_mask
 from textclass.models.family import TOKENIZER_FILES, Family
 
 
@@ -57,12 +57,11 @@ class AlbertEncoder(nn.Module):
         input_ids: torch.Tensor,  # (batch, seq)
         attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, seq, hidden)
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
         x = self.embeddings(input_ids, token_type_ids)
         mask = padding_mask(attention_mask)
-        for _ in range(self.num_layers):
-            x = self.layer(x, mask)
-        return x
+        return last_layer_first_only([self.layer] * self.num_layers, x, mask, first_only)
 
 
 class AlbertClassifier(SequenceClassifier):

@@ -348,6 +348,7 @@ class ClassificationHead(nn.Module):
 class DebertaClassifier(SequenceClassifier):
     encoder_type = Encoder
     head_type = ClassificationHead
+    first_only = False  # the disentangled attention's relative terms are built for a full query range
 
 
 DEBERTA_V2 = Family(

@@ -7,6 +7,7 @@ one set of modules serves them all; `models/<family>.py` maps checkpoint tensor 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,23 +82,27 @@ class SelfAttention(nn.Module):
         # Export sets this: plain matmul-softmax-matmul is the graph ONNX Runtime's optimizer fuses into one op.
         self.explicit = False
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, first_only: bool = False) -> torch.Tensor:
+        """(batch, seq, hidden) -> the same, or (batch, 1, hidden) with `first_only`: the first token's query alone
+        (it still attends to every key), for a last layer whose other rows no head reads."""
         batch, seq, hidden = x.shape
         head_dim = hidden // self.num_heads
 
-        def heads(t: torch.Tensor) -> torch.Tensor:  # (batch, seq, hidden) -> (batch, heads, seq, head_dim)
-            return t.view(batch, seq, self.num_heads, head_dim).transpose(1, 2)
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (batch, rows, hidden) -> (batch, heads, rows, head_dim)
+            return t.view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q = heads(self.query(x[:, :1] if first_only else x))
+        k, v = heads(self.key(x)), heads(self.value(x))
+        rows = 1 if first_only else seq
         if self.explicit:  # mask: (batch, 1, 1, seq) additive float, 0 for tokens and a huge negative for padding
-            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim) + mask  # (batch, heads, seq, seq)
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim) + mask  # (batch, heads, rows, seq)
             y = torch.matmul(scores.softmax(dim=-1), v)
-            return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))
+            return self.out(y.transpose(1, 2).reshape(batch, rows, hidden))
         # mask: (batch, 1, 1, seq) bool, True where a key may be attended to; None when nothing is padded.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0, scale=1 / math.sqrt(head_dim)
         )
-        return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))
+        return self.out(y.transpose(1, 2).reshape(batch, rows, hidden))
 
 
 class Layer(nn.Module):
@@ -111,9 +116,10 @@ class Layer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.activation = config.activation
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, first_only: bool = False) -> torch.Tensor:
         # Post-LN, as in the original BERT: residual first, then normalise.
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        attended = self.attention(x, mask, first_only)
+        x = self.attention_norm((x[:, :1] if first_only else x) + self.dropout(attended))
         h = self.ffn_out(activate(self.ffn_in(x), self.activation))
         return self.ffn_norm(x + self.dropout(h))
 
@@ -138,7 +144,8 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,  # (batch, seq)
         attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, seq, hidden)
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
         x = self.embeddings(input_ids, token_type_ids)
         if self.explicit_attention:
             if attention_mask is None:
@@ -147,9 +154,21 @@ class Encoder(nn.Module):
             mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         else:
             mask = padding_mask(attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+        return last_layer_first_only(self.layers, x, mask, first_only)
+
+
+def last_layer_first_only(layers: Sequence[nn.Module], x: torch.Tensor, mask: torch.Tensor | None,
+                          first_only: bool) -> torch.Tensor:  # fmt: skip
+    """Runs the layers; with `first_only` the last computes the first token's row alone.
+
+    A head that reads the first token needs nothing else from the last layer: its keys and values still come from
+    every token, but its query, output projection, feed-forward block and norms run on one row instead of all, a
+    sixth of a 6-layer model's products. The first row is what the full layer computes (rows are independent
+    after attention), so logits match the full model's.
+    """
+    for depth, layer in enumerate(layers):
+        x = layer(x, mask, first_only and depth == len(layers) - 1)
+    return x
 
 
 class ClassificationHead(nn.Module):
@@ -181,6 +200,10 @@ class SequenceClassifier(nn.Module):
 
     encoder_type: type[nn.Module] = Encoder
     head_type: type[nn.Module] = ClassificationHead
+    # The head reads the first token only and the encoder takes `first_only` (last_layer_first_only): the last
+    # layer then computes that row alone. A family whose encoder cannot (DeBERTa's relative attention) says False;
+    # export.py's trace for ONNX Runtime's attention fusion turns it off (the fusion knows self-attention only).
+    first_only: bool = True
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -194,4 +217,6 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, num_labels) logits
+        if self.first_only:
+            return self.head(self.encoder(input_ids, attention_mask, token_type_ids, first_only=True))
         return self.head(self.encoder(input_ids, attention_mask, token_type_ids))

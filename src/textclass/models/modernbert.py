@@ -303,6 +303,7 @@ class ClassificationHead(nn.Module):
 class ModernBertClassifier(SequenceClassifier):
     encoder_type = Encoder
     head_type = ClassificationHead
+    first_only = False  # its head may pool the mean of every token (classifier_pooling "mean")
 
     def forward(
         self,

@@ -78,14 +78,17 @@ class MPNetEncoder(nn.Module):
         input_ids: torch.Tensor,  # (batch, seq)
         attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
         token_type_ids: torch.Tensor | None = None,  # MPNet has none; accepted for the common signature
-    ) -> torch.Tensor:  # (batch, seq, hidden)
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
         x = self.embeddings(input_ids, None)
         bias = self.embeddings.relative_bias(input_ids)  # (1, heads, seq, seq)
         if attention_mask is not None:
             # Padded keys get the dtype's minimum, as transformers' additive mask. (batch, heads, seq, seq)
             bias = bias.masked_fill(attention_mask[:, None, None, :].eq(0), torch.finfo(x.dtype).min)
-        for layer in self.layers:
+        for depth, layer in enumerate(self.layers):
             # A float attn_mask is added to the scores (SDPA), which is exactly where MPNet adds its bias.
+            if first_only and depth == len(self.layers) - 1:  # as encoder.last_layer_first_only: the first query
+                return layer(x, bias[:, :, :1], first_only=True)
             x = layer(x, bias)
         return x
 

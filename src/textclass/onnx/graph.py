@@ -19,7 +19,7 @@ what onnx_link.py looks for when it points the graph into the checkpoint's safet
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,6 +80,23 @@ class _Graph:
         product = self.op("MatMul", x, self.weight(f"{ours}.weight", (outputs, inputs), transpose=True), name=ours)
         return self.op("Add", self.weight(f"{ours}.bias", (outputs,)), product, name=ours)
 
+    def linear_side_by_side(self, x: str, ours: Sequence[str], inputs: int, outputs: int) -> str:
+        """Several Linear layers reading the same x as one MatMul and one Add: weights' transposes side by side
+        (link.py finds them in the checkpoint), biases joined. (..., len(ours) · outputs)."""
+        from onnx import numpy_helper
+
+        parts = [self.weights[f"{name}.weight"] for name in ours]
+        for name, part in zip(ours, parts, strict=True):
+            if tuple(part.shape) != (outputs, inputs):
+                raise CheckpointError(f"tensor {self.sources.get(f'{name}.weight', f'{name}.weight')} has shape "
+                                      f"{tuple(part.shape)}, config.json implies {(outputs, inputs)}")  # fmt: skip
+        joined = "|".join(ours)
+        weight = np.ascontiguousarray(np.concatenate([p.T for p in parts], axis=1), dtype=np.float32)
+        bias = np.concatenate([self.weights[f"{name}.bias"] for name in ours]).astype(np.float32)
+        self.initializers.append(numpy_helper.from_array(weight, f"{joined}.weight.T"))
+        self.initializers.append(numpy_helper.from_array(bias, f"{joined}.bias"))
+        return self.op("Add", f"{joined}.bias", self.op("MatMul", x, f"{joined}.weight.T", name=joined), name=joined)
+
     def layer_norm(self, x: str, ours: str, size: int, eps: float) -> str:
         weight, bias = self.weight(f"{ours}.weight", (size,)), self.weight(f"{ours}.bias", (size,))
         return self.op("LayerNormalization", x, weight, bias, axis=-1, epsilon=eps, name=ours)
@@ -109,8 +126,8 @@ def build_graph(
     mask = graph.op("Cast", mask, to=TensorProto.FLOAT)
     mask = graph.op("Sub", graph.const(1.0), mask)
     mask = graph.op("Mul", mask, graph.const(np.finfo(np.float32).min))
-    for i in range(config.num_layers):
-        x = _layer(graph, config, x, mask, f"encoder.layers.{i}")
+    for i in range(config.num_layers):  # the last for the first token alone (models/encoder.py: first_only)
+        x = _layer(graph, config, x, mask, f"encoder.layers.{i}", first_only=i == config.num_layers - 1)
 
     first = graph.op("Gather", x, graph.const(0, np.int64), axis=1)  # (batch, hidden): the first token
     dense = graph.op("Gemm", first, graph.weight("head.dense.weight", (hidden, hidden)),
@@ -124,7 +141,7 @@ def build_graph(
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])
     model = helper.make_model(
         helper.make_graph(graph.nodes, "textclass", inputs, [output], graph.initializers),
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
         # No producer_name: ORT's optimizer warns when it is not "pytorch" for model_type "bert".
         doc_string="built by textclass.onnx.graph",
     )
@@ -156,7 +173,43 @@ def _embeddings(graph: _Graph, config: EncoderConfig) -> str:
     return graph.layer_norm(x, "encoder.embeddings.norm", hidden, config.layer_norm_eps)
 
 
-def _layer(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str) -> str:
+def _layer(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str, first_only: bool = False) -> str:
+    hidden = config.hidden_size
+    if first_only:
+        residual = graph.op("Slice", x, *(graph.const([v], np.int64) for v in (0, 1, 1)))  # (batch, 1, hidden)
+        y = _first_row_attention(graph, config, x, residual, prefix)
+    else:
+        residual, y = x, _attention(graph, config, x, mask, prefix)
+    # Post-LN, as in the original BERT: residual first, then normalise.
+    x = graph.layer_norm(graph.op("Add", residual, y), f"{prefix}.attention_norm", hidden, config.layer_norm_eps)
+    h = _activate(graph, graph.linear(x, f"{prefix}.ffn_in", hidden, config.intermediate_size), config.activation)
+    h = graph.linear(h, f"{prefix}.ffn_out", config.intermediate_size, hidden)
+    return graph.layer_norm(graph.op("Add", x, h), f"{prefix}.ffn_norm", hidden, config.layer_norm_eps)
+
+
+def _first_row_attention(graph: _Graph, config: EncoderConfig, x: str, first: str, prefix: str) -> str:
+    """The attention output of the first token alone, (batch, 1, hidden): its query against every key.
+
+    Written as the fused operator ONNX Runtime's optimizer would make of it (MultiHeadAttention, which takes a
+    query shorter than its keys; the optimizer's attention pattern is self-attention only). Keys and values are
+    one product over every token (quantize.py then quantizes x once for both), the query one over the first row.
+    """
+    from onnx import TensorProto
+
+    hidden = config.hidden_size
+    q = graph.linear(first, f"{prefix}.attention.query", hidden, hidden)
+    kv = graph.linear_side_by_side(x, [f"{prefix}.attention.key", f"{prefix}.attention.value"], hidden, hidden)
+    k, v = f"{kv}/k", f"{kv}/v"
+    graph.nodes.append(graph.helper.make_node("Split", [kv, graph.const([hidden, hidden], np.int64)], [k, v],
+                                              axis=-1, name=f"{kv}/split"))  # fmt: skip
+    key_mask = graph.op("Cast", "attention_mask", to=TensorProto.INT32)  # (batch, seq): 1 for a token, 0 padding
+    y = graph.op("MultiHeadAttention", q, k, v, "", key_mask, name=f"{prefix}.attention", domain="com.microsoft",
+                 num_heads=config.num_heads, mask_filter_value=float(np.finfo(np.float32).min))  # fmt: skip
+    return graph.linear(y, f"{prefix}.attention.out", hidden, hidden)
+
+
+def _attention(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str) -> str:
+    """Self-attention of every token, as the exporter writes it (the optimizer fuses it into one Attention)."""
     hidden, heads = config.hidden_size, config.num_heads
     head_dim = hidden // heads
     split = graph.const([0, 0, heads, head_dim], np.int64)  # (batch, seq, hidden) -> (batch, seq, heads, head_dim)
@@ -172,12 +225,7 @@ def _layer(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str)
     probs = graph.op("Softmax", graph.op("Add", scores, mask), axis=-1)
     y = graph.op("Transpose", graph.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (batch, seq, heads, head_dim)
     y = graph.op("Reshape", y, graph.const([0, 0, hidden], np.int64))
-    y = graph.linear(y, f"{prefix}.attention.out", hidden, hidden)
-    # Post-LN, as in the original BERT: residual first, then normalise.
-    x = graph.layer_norm(graph.op("Add", x, y), f"{prefix}.attention_norm", hidden, config.layer_norm_eps)
-    h = _activate(graph, graph.linear(x, f"{prefix}.ffn_in", hidden, config.intermediate_size), config.activation)
-    h = graph.linear(h, f"{prefix}.ffn_out", config.intermediate_size, hidden)
-    return graph.layer_norm(graph.op("Add", x, h), f"{prefix}.ffn_norm", hidden, config.layer_norm_eps)
+    return graph.linear(y, f"{prefix}.attention.out", hidden, hidden)
 
 
 def _activate(graph: _Graph, x: str, name: str) -> str:

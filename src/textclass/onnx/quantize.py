@@ -131,9 +131,11 @@ def calibrate(model: onnx.ModelProto, calibration: Iterable[Feeds]) -> Calibrate
         real = feeds["attention_mask"].astype(bool)  # (batch, seq): padding positions say nothing
         logits.append(values["logits"])
         for name, tensor in values.items():
-            if tensor.ndim == 3 and tensor.shape[:2] == real.shape:
-                seen = np.abs(tensor[real]).max(axis=0)
-                largest[name] = np.maximum(largest.get(name, seen), seen)
+            if tensor.ndim != 3 or tensor.shape[0] != real.shape[0] or tensor.shape[1] not in (real.shape[1], 1):
+                continue
+            # Every token's row, or (a last layer's first_only rows, graph.py) the first token's.
+            seen = np.abs(tensor[real[:, : tensor.shape[1]]]).max(axis=0)
+            largest[name] = np.maximum(largest.get(name, seen), seen)
     ranges = {weight: largest[source] for weight, source in inputs.items() if source in largest}
     return Calibrated(ranges, np.concatenate(logits).astype(np.float32))
 
