@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from common import SST2_DEV, cpu_name, read_texts, table
-from throughput import gemm_peaks
+from throughput import gemm_peaks, linear_flops
 
 
 def main() -> None:
@@ -85,7 +85,7 @@ def main() -> None:
     config = clf.config
     tokens = float(np.mean([len(e) for e in encoded]))
     hidden, inner = config.hidden_size, config.intermediate_size
-    gemm_ops = 2 * tokens * config.num_layers * (4 * hidden * hidden + 2 * hidden * inner)
+    gemm_ops = linear_flops(config, tokens)
     peak = gemm_peaks(hidden, inner, args.threads)["int8" if engine.dtype == "int8" else "fp32"]
     rows = [[op, f"{us / total_us:.1%}", f"{us / 1000 / args.runs:.3f}", f"{count[op] / args.runs:.0f}"]
             for op, us in sorted(by_op.items(), key=lambda item: -item[1])]  # fmt: skip

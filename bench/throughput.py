@@ -48,12 +48,20 @@ def textclass_probs(clf, texts: list[str]) -> tuple[np.ndarray, float]:
     return probs, seconds
 
 
+def linear_flops(config, tokens: float) -> float:
+    """Multiply-add work ×2 of the encoder's linear layers for one text of `tokens` tokens, as the models run it: the
+    last layer computes keys and values for every token, the rest for the first token only (models/encoder.py)."""
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_layers
+    full = 4 * hidden * hidden + 2 * hidden * inner  # QKV, output, FFN in and out, per token
+    return 2 * ((layers - 1) * full * tokens + 2 * hidden * hidden * tokens + full - 2 * hidden * hidden)
+
+
 def model_flops(config, lengths: list[int]) -> float:
     """Multiply-add work ×2 of the encoder's linear layers and attention for these texts (no padding)."""
-    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_layers
-    per_token = 2 * layers * (4 * hidden * hidden + 2 * hidden * inner)  # QKV, output, FFN in and out
-    attention = sum(2 * layers * 2 * n * n * hidden for n in lengths)  # QKᵀ and PV: n × n × hidden, twice
-    return per_token * sum(lengths) + attention
+    layers, hidden = config.num_layers, config.hidden_size
+    # QKᵀ and PV: n × n × hidden each in a full layer, 1 × n × hidden in the last.
+    attention = sum(2 * 2 * hidden * n * ((layers - 1) * n + 1) for n in lengths)
+    return sum(linear_flops(config, n) for n in lengths) + attention
 
 
 def gemm_peaks(hidden: int, inner: int, threads: int) -> dict[str, float]:
