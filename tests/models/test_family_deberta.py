@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from conftest import CORPUS, TINY_MAX_TOKENS
 from familykit import (
     check_batch_equals_single,
+    check_first_only,
     check_onnx_at_every_length,
     check_pipeline,
     edit_config,
@@ -130,6 +131,20 @@ def spm_checkpoint(tmp_path_factory, tiny):
 
 
 # ---- parity with transformers ---------------------------------------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_last_layer_first_token_alone(tiny, variant):
+    check_first_only(tiny[variant][0])
+
+
+def test_first_token_alone_through_a_convolution(tmp_path, tokenizer):
+    """One layer: the v2 convolution then sits in the last layer, read for the first row only."""
+    model = make_model("v2", num_hidden_layers=1)
+    folder = save(tmp_path / "one-layer", model, tokenizer)
+    check_first_only(folder)
+    ours = Classifier.from_pretrained(folder, dtype="fp32").logits(TEXTS)
+    np.testing.assert_allclose(ours, reference_logits(model, tokenizer, TEXTS), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_match_transformers(tiny, tokenizer, variant):
     folder, model = tiny[variant]

@@ -113,8 +113,8 @@ def test_batch_scores_like_the_classifier(checkpoints, model_type, tmp_path):
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_last_layer_first_token_alone(checkpoints, model_type):
-    """ELECTRA, ALBERT (one shared layer) and MPNet (its bias sliced to the first query) prune the last layer;
-    DeBERTa and ModernBERT (mean pooling possible) run it in full."""
+    """ELECTRA, ALBERT (one shared layer), MPNet (its bias sliced to the first query) and DeBERTa (the first query's
+    rows of its relative index) prune the last layer; ModernBERT (mean pooling possible) runs it in full."""
     check_first_only(checkpoints[model_type])
 
 

@@ -231,12 +231,15 @@ class DisentangledAttention(nn.Module):
         key_mask: torch.Tensor,  # (batch, 1, 1, seq) bool, True for tokens
         relative: torch.Tensor | None,  # (2 * span, hidden) relative-distance table
         relative_index: torch.Tensor | None,  # (seq, seq): row of `relative` for query i and key j
+        first_only: bool = False,  # the first token's query alone: (batch, 1, hidden) out (encoder.py's first_only)
     ) -> torch.Tensor:
-        q, k, v = self.heads(self.query(x)), self.heads(self.key(x)), self.heads(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2) / self.scale)  # (batch, heads, seq, seq)
+        rows = x[:, :1] if first_only else x
+        q, k, v = self.heads(self.query(rows)), self.heads(self.key(x)), self.heads(self.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2) / self.scale)  # (batch, heads, queries, seq)
         if self.c2p or self.p2c:
             relative = self.relative_dropout(relative)
-            index = relative_index.expand_as(scores)  # (batch, heads, seq, seq)
+            # (batch, heads, queries, seq): the queries' rows of the distance index
+            index = (relative_index[:1] if first_only else relative_index).expand_as(scores)
             if self.c2p:  # query i against the embedding of its distance to key j
                 project = self.key if self.position_key is None else self.position_key
                 position_key = self.heads(project(relative))  # (heads, 2 * span, head_dim)
@@ -249,8 +252,8 @@ class DisentangledAttention(nn.Module):
                 scores = scores + torch.gather(by_distance, -1, index.transpose(-1, -2)).transpose(-1, -2) / self.scale
         # Padded keys are masked out; padded query rows still attend to the text (finite, and never read).
         scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-        y = torch.matmul(self.dropout(scores.softmax(dim=-1)), v)  # (batch, heads, seq, head_dim)
-        return self.out(y.transpose(1, 2).reshape(x.shape))
+        y = torch.matmul(self.dropout(scores.softmax(dim=-1)), v)  # (batch, heads, queries, head_dim)
+        return self.out(y.transpose(1, 2).reshape(rows.shape))
 
 
 class Layer(nn.Module):
@@ -280,15 +283,18 @@ class Layer(nn.Module):
         token_mask: torch.Tensor,  # (batch, seq, 1), 1.0 for tokens and 0.0 for padding
         relative: torch.Tensor | None,
         relative_index: torch.Tensor | None,
-    ) -> torch.Tensor:  # (batch, seq, hidden)
-        h = self.attention_norm(x + self.dropout(self.attention(x, key_mask, relative, relative_index)))
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
+        attended = self.attention(x, key_mask, relative, relative_index, first_only)
+        rows = slice(0, 1) if first_only else slice(None)
+        h = self.attention_norm(x[:, rows] + self.dropout(attended))
         out = self.ffn_norm(h + self.dropout(self.ffn_out(activate(self.ffn_in(h), self.activation))))
         if self.conv is None:
             return out
         # The convolution reads the layer's input (the embeddings) and joins the layer's output.
-        local = self.conv(x.transpose(1, 2)).transpose(1, 2) * token_mask  # (batch, seq, hidden)
+        local = self.conv(x.transpose(1, 2)).transpose(1, 2)[:, rows] * token_mask[:, rows]  # (batch, rows, hidden)
         local = activate(self.dropout(local), self.conv_activation)
-        return self.conv_norm(out + local) * token_mask
+        return self.conv_norm(out + local) * token_mask[:, rows]
 
 
 class Encoder(nn.Module):
@@ -315,7 +321,8 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,  # (batch, seq)
         attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (batch, seq, hidden)
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, attention_mask)
@@ -324,8 +331,8 @@ class Encoder(nn.Module):
         relative = relative_index = None
         if self.config.relative_attention:
             relative, relative_index = self.embeddings.relative_table(), self.relative_index(input_ids)
-        for layer in self.layers:
-            x = layer(x, key_mask, token_mask, relative, relative_index)
+        for depth, layer in enumerate(self.layers):  # as encoder.last_layer_first_only
+            x = layer(x, key_mask, token_mask, relative, relative_index, first_only and depth == len(self.layers) - 1)
         return x
 
 
@@ -348,7 +355,6 @@ class ClassificationHead(nn.Module):
 class DebertaClassifier(SequenceClassifier):
     encoder_type = Encoder
     head_type = ClassificationHead
-    first_only = False  # the disentangled attention's relative terms are built for a full query range
 
 
 DEBERTA_V2 = Family(

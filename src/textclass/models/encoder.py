@@ -201,7 +201,7 @@ class SequenceClassifier(nn.Module):
     encoder_type: type[nn.Module] = Encoder
     head_type: type[nn.Module] = ClassificationHead
     # The head reads the first token only and the encoder takes `first_only` (last_layer_first_only): the last
-    # layer then computes that row alone. A family whose encoder cannot (DeBERTa's relative attention) says False;
+    # layer then computes that row alone. A family whose head may read every row (ModernBERT's mean) says False;
     # export.py's trace for ONNX Runtime's attention fusion turns it off (the fusion knows self-attention only).
     first_only: bool = True
 
