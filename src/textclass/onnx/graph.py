@@ -9,7 +9,9 @@ recognises operator patterns, not intentions:
 - positions 0..seq-1 (BERT, DistilBERT), or RoBERTa's cumsum over non-padding tokens plus pad_token_id;
 - first-token pooling: Gather, Gemm, tanh (BERT pooler, RoBERTa head) or ReLU (DistilBERT), Gemm to the labels.
 The optimizer then fuses it exactly as it fuses the traced graph (EmbedLayerNormalization, one Attention per
-layer, SkipLayerNormalization, BiasGelu), and the result runs the same kernels.
+layer, SkipLayerNormalization, BiasGelu), and the result runs the same kernels. One difference, on purpose: the
+last layer computes the first token's row alone (models/encoder.py `first_only`; the head reads nothing else), its
+attention written directly as the MultiHeadAttention the optimizer cannot make of a one-row query.
 
 Weights come in under our parameter names (the family's weight table applied by checkpoint.map_weights), as
 float32 arrays; Linear weights are stored transposed for MatMul, as the exporter stores them, which is also
@@ -61,15 +63,20 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def weight(self, ours: str, shape: tuple[int, ...], transpose: bool = False) -> str:
-        """A checkpoint parameter as an initializer, checked against the shape config.json implies."""
-        from onnx import numpy_helper
-
+    def checked(self, ours: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A checkpoint parameter, checked against the shape config.json implies."""
         array = self.weights[ours]
         if tuple(array.shape) != shape:
             raise CheckpointError(
                 f"tensor {self.sources.get(ours, ours)} has shape {tuple(array.shape)}, config.json implies {shape}"
             )
+        return array
+
+    def weight(self, ours: str, shape: tuple[int, ...], transpose: bool = False) -> str:
+        """A checkpoint parameter as an initializer (`checked`)."""
+        from onnx import numpy_helper
+
+        array = self.checked(ours, shape)
         array = np.ascontiguousarray(array.T if transpose else array, dtype=np.float32)
         name = f"{ours}.T" if transpose else ours
         self.initializers.append(numpy_helper.from_array(array, name))
@@ -85,14 +92,10 @@ class _Graph:
         (link.py finds them in the checkpoint), biases joined. (..., len(ours) · outputs)."""
         from onnx import numpy_helper
 
-        parts = [self.weights[f"{name}.weight"] for name in ours]
-        for name, part in zip(ours, parts, strict=True):
-            if tuple(part.shape) != (outputs, inputs):
-                raise CheckpointError(f"tensor {self.sources.get(f'{name}.weight', f'{name}.weight')} has shape "
-                                      f"{tuple(part.shape)}, config.json implies {(outputs, inputs)}")  # fmt: skip
         joined = "|".join(ours)
-        weight = np.ascontiguousarray(np.concatenate([p.T for p in parts], axis=1), dtype=np.float32)
-        bias = np.concatenate([self.weights[f"{name}.bias"] for name in ours]).astype(np.float32)
+        parts = [self.checked(f"{name}.weight", (outputs, inputs)).T for name in ours]
+        weight = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+        bias = np.concatenate([self.checked(f"{name}.bias", (outputs,)) for name in ours]).astype(np.float32)
         self.initializers.append(numpy_helper.from_array(weight, f"{joined}.weight.T"))
         self.initializers.append(numpy_helper.from_array(bias, f"{joined}.bias"))
         return self.op("Add", f"{joined}.bias", self.op("MatMul", x, f"{joined}.weight.T", name=joined), name=joined)
