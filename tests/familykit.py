@@ -109,9 +109,10 @@ def check_batch_equals_single(folder) -> None:
     np.testing.assert_allclose(clf.logits(TEXTS[::-1])[::-1], together, atol=1e-5, rtol=0)
 
 
-def check_first_only(folder) -> None:
+def check_first_only(folder) -> bool:
     """The last layer computes the first token's row alone (the head reads nothing else) where the family can, and
-    the logits are the full last layer's, padded rows included; a family that cannot says so and runs it in full."""
+    the logits are the full last layer's, padded rows included; a model that cannot says so and runs it in full.
+    Returns whether it prunes."""
     checkpoint = open_checkpoint(folder)
     model = build_model(checkpoint)[0].eval()
     clf = Classifier.from_pretrained(folder, dtype="fp32")
@@ -124,6 +125,7 @@ def check_first_only(folder) -> None:
     last = model.encoder.layers[-1] if hasattr(model.encoder, "layers") else model.encoder.layer
     shapes = []  # what the last layer's calls return (ALBERT calls its one layer at every depth: the last counts)
     hook = last.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    prunes = model.first_only  # per class, or (ModernBERT) per config: mean pooling reads every row
     with torch.no_grad():
         pruned = model(ids, mask, types)
         pruned_shape = shapes[-1]
@@ -131,9 +133,10 @@ def check_first_only(folder) -> None:
         full = model(ids, mask, types)
     hook.remove()
     hidden = checkpoint.config.hidden_size
-    assert pruned_shape == (len(rows), 1 if type(model).first_only else width, hidden)
+    assert pruned_shape == (len(rows), 1 if prunes else width, hidden)
     assert shapes[-1] == (len(rows), width, hidden)
     torch.testing.assert_close(pruned, full, atol=1e-5, rtol=0)
+    return prunes
 
 
 def check_onnx_and_bf16(folder, monkeypatch, tmp_path) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from conftest import CORPUS, TINY_MAX_TOKENS
 from familykit import (
     check_batch_equals_single,
+    check_first_only,
     check_onnx_at_every_length,
     check_pipeline,
     edit_config,
@@ -114,6 +115,12 @@ def tiny(tmp_path_factory, tokenizer):
 
 
 # ---- parity with transformers ---------------------------------------------------------------------
+def test_last_layer_first_token_alone_with_first_token_pooling(tiny):
+    """First-token pooling prunes the last layer (a local one here: its first row's window); mean pooling cannot."""
+    assert check_first_only(tiny["cls"][0])
+    assert not check_first_only(tiny["mean"][0])
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_match_transformers(tiny, tokenizer, variant, copy_checkpoint):
     folder, model = tiny[variant]

@@ -113,9 +113,10 @@ def test_batch_scores_like_the_classifier(checkpoints, model_type, tmp_path):
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_last_layer_first_token_alone(checkpoints, model_type):
-    """ELECTRA, ALBERT (one shared layer), MPNet (its bias sliced to the first query) and DeBERTa (the first query's
-    rows of its relative index) prune the last layer; ModernBERT (mean pooling possible) runs it in full."""
-    check_first_only(checkpoints[model_type])
+    """ELECTRA, ALBERT (one shared layer), MPNet (its bias sliced to the first query), DeBERTa (the first query's
+    rows of its relative index) and ModernBERT with first-token pooling (its local window's first row) prune the
+    last layer."""
+    assert check_first_only(checkpoints[model_type])
 
 
 @pytest.mark.slow

@@ -195,17 +195,22 @@ class Attention(nn.Module):
         self.dropout_p = config.attention_dropout
         self.out_dropout = nn.Dropout(config.attention_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, first_only: bool = False
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only: the first token's query alone
         batch, seq, hidden = x.shape
         # Wqkv's outputs are laid out (3, heads, head_dim): all queries, then all keys, then all values.
         qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (batch, heads, seq, head_dim)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        k = rotate(k, cos, sin)
         # mask: additive float, (batch, 1, 1, seq) for global layers, (batch, 1, seq, seq) for local ones.
+        if first_only:  # one packed product makes every query; only the first one's attention is needed
+            q, cos, sin, mask = q[:, :, :1], cos[:1], sin[:1], mask[:, :, :1]
+        q = rotate(q, cos, sin)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0, scale=self.head_dim**-0.5
         )
-        return self.out_dropout(self.out(y.transpose(1, 2).reshape(batch, seq, hidden)))
+        return self.out_dropout(self.out(y.transpose(1, 2).reshape(batch, q.shape[2], hidden)))
 
 
 class Layer(nn.Module):
@@ -222,8 +227,11 @@ class Layer(nn.Module):
         self.activation = config.activation
         self.is_global = config.global_layers[index]
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), mask, cos, sin)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, first_only: bool = False
+    ) -> torch.Tensor:
+        attended = self.attention(self.attention_norm(x), mask, cos, sin, first_only)
+        x = (x[:, :1] if first_only else x) + attended
         value, gate = self.ffn_in(self.ffn_norm(x)).chunk(2, dim=-1)  # each (batch, seq, intermediate)
         return x + self.ffn_out(self.dropout(activate(value, self.activation) * gate))
 
@@ -252,7 +260,8 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,  # (batch, seq)
         attention_mask: torch.Tensor | None = None,  # (batch, seq), 1 for tokens, 0 for padding
         token_type_ids: torch.Tensor | None = None,  # ModernBERT has none; accepted for the shared signature
-    ) -> torch.Tensor:  # (batch, seq, hidden)
+        first_only: bool = False,
+    ) -> torch.Tensor:  # (batch, seq, hidden); (batch, 1, hidden) with first_only
         config = self.config
         x = self.embeddings(input_ids)
         if attention_mask is None:
@@ -271,8 +280,9 @@ class Encoder(nn.Module):
         masks = {True: (~keys).to(x.dtype) * blocked, False: (~local).to(x.dtype) * blocked}
         rotary = {True: rotary_tables(positions, head_dim, config.global_rope_theta),
                   False: rotary_tables(positions, head_dim, config.local_rope_theta)}  # fmt: skip
-        for layer in self.layers:
-            x = layer(x, masks[layer.is_global], *rotary[layer.is_global])
+        for depth, layer in enumerate(self.layers):  # as encoder.last_layer_first_only
+            last = first_only and depth == len(self.layers) - 1
+            x = layer(x, masks[layer.is_global], *rotary[layer.is_global], first_only=last)
         return self.final_norm(x)
 
 
@@ -303,7 +313,10 @@ class ClassificationHead(nn.Module):
 class ModernBertClassifier(SequenceClassifier):
     encoder_type = Encoder
     head_type = ClassificationHead
-    first_only = False  # its head may pool the mean of every token (classifier_pooling "mean")
+
+    def __init__(self, config: ModernBertConfig):
+        super().__init__(config)
+        self.first_only = config.classifier_pooling == "cls"  # mean pooling reads every row of the last layer
 
     def forward(
         self,
@@ -312,7 +325,7 @@ class ModernBertClassifier(SequenceClassifier):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, num_labels) logits
         # Mean pooling needs the mask; ModernBERT takes no token types.
-        return self.head(self.encoder(input_ids, attention_mask), attention_mask)
+        return self.head(self.encoder(input_ids, attention_mask, first_only=self.first_only), attention_mask)
 
 
 MODERNBERT = Family(
