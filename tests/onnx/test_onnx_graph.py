@@ -1,6 +1,6 @@
 """The ONNX graph built without torch (onnx_graph.py) is the traced export: same fused operators, same outputs,
-but for its last layer, which the builder writes for the first token alone (a MultiHeadAttention whose query is
-that row: the fusion knows only self-attention, so the traced export keeps the full last layer).
+but for its last layer, which the builder writes for the first token alone (its one-query attention stays plain
+operators: the fusion knows only self-attention, so the traced export keeps the full last layer).
 
 Speed side by side: bench/onnx_build.py.
 """
@@ -29,7 +29,7 @@ from textclass.runtime.load import calibration_feeds
 from textclass.runtime.onnx_engine import OnnxEngine
 
 TEXTS = CORPUS + ["", "ok", "word " * 300, ("a premise about cats", "a hypothesis about dogs")]
-FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization",
+FUSED_OPS = ("Attention", "MultiHeadAttention", "Softmax", "SkipLayerNormalization", "LayerNormalization",
              "EmbedLayerNormalization", "BiasGelu", "FastGelu")  # fmt: skip
 
 
@@ -63,22 +63,25 @@ def fused_ops(path: Path) -> Counter:
 
 
 def first_row_last_layer(traced: Counter) -> Counter:
-    """The traced graph's fused operators with its last Attention written as graph.py writes it."""
-    return traced - Counter(Attention=1) + Counter(MultiHeadAttention=1)
+    """The traced graph's fused operators with its last Attention written as graph.py writes it (unfused)."""
+    return traced - Counter(Attention=1) + Counter(Softmax=1)
 
 
 def query_slices(path: Path) -> list[list[int]]:
-    """For each MultiHeadAttention of the graph, the (starts, ends, axes) of the Slice its query is computed from
-    (the query's producers followed back to the first Slice)."""
+    """For each attention left unfused (a Softmax), the (starts, ends, axes) of the Slice its query is computed
+    from: the scores' MatMul, then the query's producers followed back to the first Slice."""
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     producer = {out: node for node in model.graph.node for out in node.output}
     constants = {init.name: numpy_helper.to_array(init).tolist() for init in model.graph.initializer}
     found = []
-    for node in (n for n in model.graph.node if n.op_type == "MultiHeadAttention"):
+    for node in (n for n in model.graph.node if n.op_type == "Softmax"):
         current = producer[node.input[0]]
-        while current.op_type != "Slice":  # through the bias Add and the product: the input a node makes
+        while current.op_type != "MatMul":  # Add (mask), Div (scale): back to q kᵀ
+            current = producer[current.input[0]]
+        current = producer[current.input[0]]  # the query
+        while current.op_type != "Slice":  # heads' Transpose and Reshape, the bias Add, the product
             current = producer[next(name for name in current.input if name in producer)]
         found.append([constants[name] for name in current.input[1:4]])
     return found
@@ -92,7 +95,7 @@ def test_built_graph_is_the_traced_graph(tiny_checkpoints, family, tmp_path):
     layers = open_checkpoint(folder).config.num_layers
     built, traced = fused_ops(paths["built"]), fused_ops(paths["traced"])
     assert built == first_row_last_layer(traced)
-    assert built["Attention"] == layers - 1 and built["MultiHeadAttention"] == 1
+    assert built["Attention"] == layers - 1 and built["Softmax"] == 1 and built["MultiHeadAttention"] == 0
     assert query_slices(paths["built"]) == [[[0], [1], [1]]]  # the query of the first token only
     assert built["LayerNormalization"] == 2 * layers  # split back: layernorm.py
     assert built["SkipLayerNormalization"] == 0
@@ -145,8 +148,7 @@ def test_export_without_torch(tiny_checkpoints, tmp_path, monkeypatch):
     checkpoint = open_checkpoint(tiny_checkpoints["roberta"][0])
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as in a light install
     export_onnx(checkpoint, tmp_path / "model.onnx", "fp32")
-    fused = fused_ops(tmp_path / "model.onnx")
-    assert fused["Attention"] + fused["MultiHeadAttention"] == checkpoint.config.num_layers
+    assert fused_ops(tmp_path / "model.onnx")["Attention"] == checkpoint.config.num_layers - 1  # + the first row's
     traced_only = dataclasses.replace(checkpoint, family=dataclasses.replace(checkpoint.family, onnx_builder=None))
     with pytest.raises(MissingExtra, match=r"needs PyTorch, which is not installed: pip install 'textclass\[torch\]'"):
         export_onnx(traced_only, tmp_path / "other.onnx", "fp32")

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 # 2: the BERT lineage's graph is built by graph.py (same fused operators and outputs as the traced one).
 # 3: residual blocks are Add + LayerNormalization again, not SkipLayerNormalization (layernorm.py: faster).
 # 4: graph.py's last layer computes the first token's row alone (the head reads nothing else).
-EXPORT_VERSION = 4
+# 5: its one-query attention as plain operators, not MultiHeadAttention (wrong on padded rows before ORT 1.21).
+EXPORT_VERSION = 5
 OPSET = 17
 ONNX_MODES = ("fp32", "int8")
 EXTERNAL_DATA_MIN_BYTES = 1024  # initializers at least this large go to the side file
@@ -91,7 +92,8 @@ def export_graphs(
     for mode in modes:
         export_settings(mode, plan)  # an unknown mode, or int8 without a plan: before any work
     require_exporter(checkpoint, traced)
-    fused = _fuse(checkpoint, unfused_graph(checkpoint, traced))
+    built = bool(checkpoint.family.onnx_builder) and not traced  # graph.py: its last layer's attention unfused
+    fused = _fuse(checkpoint, unfused_graph(checkpoint, traced), fusable=checkpoint.config.num_layers - built)
     exported = Exported({})
     if "int8" in modes:
         from textclass.onnx.quantize import int8_model
@@ -209,7 +211,9 @@ def _trace(checkpoint: Checkpoint, path: Path) -> None:
         )
 
 
-def _fuse(checkpoint: Checkpoint, raw: onnx.ModelProto) -> onnx.ModelProto:
+def _fuse(checkpoint: Checkpoint, raw: onnx.ModelProto, fusable: int) -> onnx.ModelProto:
+    """ORT's transformer optimizer over the unfused graph; `fusable`: the attention layers it should fuse (all but
+    graph.py's one-query last layer), else it says so."""
     config = checkpoint.config
     if checkpoint.family.onnx_fusion is None:
         return raw  # no fusion recipe for this family: ORT's own graph optimizations run at load
@@ -234,11 +238,10 @@ def _fuse(checkpoint: Checkpoint, raw: onnx.ModelProto) -> onnx.ModelProto:
         )
     finally:
         quiet.setLevel(level)
-    # graph.py writes its last layer's attention fused already (first token only): count both kinds.
-    attention = sum(node.op_type in ("Attention", "MultiHeadAttention") for node in optimized.model.graph.node)
-    if attention != config.num_layers:
+    attention = optimized.get_fused_operator_statistics().get("Attention", 0)
+    if attention != fusable:
         # Still correct, only slower: say so rather than hide it.
-        log.warning("ONNX Runtime fused %s of %s attention layers", attention, config.num_layers)
+        log.warning("ONNX Runtime fused %s of %s attention layers", attention, fusable)
     from textclass.onnx.layernorm import split_skip_layer_norm
 
     split_skip_layer_norm(optimized.model)  # its fused residual blocks run slower than the plain operators

@@ -10,8 +10,8 @@ recognises operator patterns, not intentions:
 - first-token pooling: Gather, Gemm, tanh (BERT pooler, RoBERTa head) or ReLU (DistilBERT), Gemm to the labels.
 The optimizer then fuses it exactly as it fuses the traced graph (EmbedLayerNormalization, one Attention per
 layer, SkipLayerNormalization, BiasGelu), and the result runs the same kernels. One difference, on purpose: the
-last layer computes the first token's row alone (models/encoder.py `first_only`; the head reads nothing else), its
-attention written directly as the MultiHeadAttention the optimizer cannot make of a one-row query.
+last layer computes the first token's row alone (models/encoder.py `first_only`; the head reads nothing else); the
+optimizer leaves its one-query attention unfused.
 
 Weights come in under our parameter names (the family's weight table applied by checkpoint.map_weights), as
 float32 arrays; Linear weights are stored transposed for MatMul, as the exporter stores them, which is also
@@ -144,7 +144,7 @@ def build_graph(
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])
     model = helper.make_model(
         helper.make_graph(graph.nodes, "textclass", inputs, [output], graph.initializers),
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        opset_imports=[helper.make_opsetid("", OPSET)],
         # No producer_name: ORT's optimizer warns when it is not "pytorch" for model_type "bert".
         doc_string="built by textclass.onnx.graph",
     )
@@ -180,7 +180,7 @@ def _layer(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str,
     hidden = config.hidden_size
     if first_only:
         residual = graph.op("Slice", x, *(graph.const([v], np.int64) for v in (0, 1, 1)))  # (batch, 1, hidden)
-        y = _first_row_attention(graph, config, x, residual, prefix)
+        y = _first_row_attention(graph, config, x, mask, residual, prefix)
     else:
         residual, y = x, _attention(graph, config, x, mask, prefix)
     # Post-LN, as in the original BERT: residual first, then normalise.
@@ -190,45 +190,42 @@ def _layer(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str,
     return graph.layer_norm(graph.op("Add", x, h), f"{prefix}.ffn_norm", hidden, config.layer_norm_eps)
 
 
-def _first_row_attention(graph: _Graph, config: EncoderConfig, x: str, first: str, prefix: str) -> str:
+def _first_row_attention(graph: _Graph, config: EncoderConfig, x: str, mask: str, first: str, prefix: str) -> str:
     """The attention output of the first token alone, (batch, 1, hidden): its query against every key.
 
-    Written as the fused operator ONNX Runtime's optimizer would make of it (MultiHeadAttention, which takes a
-    query shorter than its keys; the optimizer's attention pattern is self-attention only). Keys and values are
-    one product over every token (quantize.py then quantizes x once for both), the query one over the first row.
+    Keys and values are one product over every token (quantize.py then quantizes x once for both), the query one
+    over the first row; attention itself stays plain operators, which the optimizer leaves alone (its pattern is
+    self-attention only) and which cost little for one query. Not MultiHeadAttention: with a query shorter than
+    its keys, ONNX Runtime before 1.21 masks the wrong keys of padded rows (measured: 1.17-1.20 wrong, 1.21 right).
     """
-    from onnx import TensorProto
-
     hidden = config.hidden_size
     q = graph.linear(first, f"{prefix}.attention.query", hidden, hidden)
     kv = graph.linear_side_by_side(x, [f"{prefix}.attention.key", f"{prefix}.attention.value"], hidden, hidden)
     k, v = f"{kv}/k", f"{kv}/v"
     graph.nodes.append(graph.helper.make_node("Split", [kv, graph.const([hidden, hidden], np.int64)], [k, v],
                                               axis=-1, name=f"{kv}/split"))  # fmt: skip
-    key_mask = graph.op("Cast", "attention_mask", to=TensorProto.INT32)  # (batch, seq): 1 for a token, 0 padding
-    y = graph.op("MultiHeadAttention", q, k, v, "", key_mask, name=f"{prefix}.attention", domain="com.microsoft",
-                 num_heads=config.num_heads, mask_filter_value=float(np.finfo(np.float32).min))  # fmt: skip
-    return graph.linear(y, f"{prefix}.attention.out", hidden, hidden)
+    return graph.linear(_attend(graph, config, q, k, v, mask), f"{prefix}.attention.out", hidden, hidden)
 
 
 def _attention(graph: _Graph, config: EncoderConfig, x: str, mask: str, prefix: str) -> str:
     """Self-attention of every token, as the exporter writes it (the optimizer fuses it into one Attention)."""
+    hidden = config.hidden_size
+    q, k, v = (graph.linear(x, f"{prefix}.attention.{name}", hidden, hidden) for name in ("query", "key", "value"))
+    return graph.linear(_attend(graph, config, q, k, v, mask), f"{prefix}.attention.out", hidden, hidden)
+
+
+def _attend(graph: _Graph, config: EncoderConfig, q: str, k: str, v: str, mask: str) -> str:
+    """softmax(q kᵀ / √head_dim + mask) v by heads, (batch, queries, hidden) from projected (batch, rows, hidden)
+    queries, keys and values: heads split by Reshape + Transpose (kᵀ directly), as the exporter writes it."""
     hidden, heads = config.hidden_size, config.num_heads
     head_dim = hidden // heads
-    split = graph.const([0, 0, heads, head_dim], np.int64)  # (batch, seq, hidden) -> (batch, seq, heads, head_dim)
-
-    def project(name: str, perm: list[int]) -> str:
-        y = graph.linear(x, f"{prefix}.attention.{name}", hidden, hidden)
-        return graph.op("Transpose", graph.op("Reshape", y, split), perm=perm)
-
-    q = project("query", [0, 2, 1, 3])  # (batch, heads, seq, head_dim)
-    k = project("key", [0, 2, 3, 1])  # (batch, heads, head_dim, seq): kᵀ directly
-    v = project("value", [0, 2, 1, 3])
-    scores = graph.op("Div", graph.op("MatMul", q, k), graph.const(math.sqrt(head_dim)))  # (batch, heads, seq, seq)
+    split = graph.const([0, 0, heads, head_dim], np.int64)  # (batch, rows, hidden) -> (batch, rows, heads, head_dim)
+    q, k, v = (graph.op("Transpose", graph.op("Reshape", t, split), perm=perm)
+               for t, perm in ((q, [0, 2, 1, 3]), (k, [0, 2, 3, 1]), (v, [0, 2, 1, 3])))  # fmt: skip
+    scores = graph.op("Div", graph.op("MatMul", q, k), graph.const(math.sqrt(head_dim)))  # (batch, heads, q, seq)
     probs = graph.op("Softmax", graph.op("Add", scores, mask), axis=-1)
-    y = graph.op("Transpose", graph.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (batch, seq, heads, head_dim)
-    y = graph.op("Reshape", y, graph.const([0, 0, hidden], np.int64))
-    return graph.linear(y, f"{prefix}.attention.out", hidden, hidden)
+    y = graph.op("Transpose", graph.op("MatMul", probs, v), perm=[0, 2, 1, 3])  # (batch, queries, heads, head_dim)
+    return graph.op("Reshape", y, graph.const([0, 0, hidden], np.int64))
 
 
 def _activate(graph: _Graph, x: str, name: str) -> str:
