@@ -33,7 +33,7 @@ from textclass.onnx.export import OPSET
 if TYPE_CHECKING:
     import onnx
 
-IR_VERSION = 8  # what the TorchScript exporter writes at opset 17; every onnxruntime >= 1.17 reads it
+IR_VERSION = 8  # what the TorchScript exporter writes at opset 17; every onnxruntime >= 1.18 reads it
 
 
 class _Graph:
@@ -196,7 +196,8 @@ def _first_row_attention(graph: _Graph, config: EncoderConfig, x: str, mask: str
     Keys and values are one product over every token (quantize.py then quantizes x once for both), the query one
     over the first row; attention itself stays plain operators, which the optimizer leaves alone (its pattern is
     self-attention only) and which cost little for one query. Not MultiHeadAttention: with a query shorter than
-    its keys, ONNX Runtime before 1.21 masks the wrong keys of padded rows (measured: 1.17-1.20 wrong, 1.21 right).
+    its keys, ONNX Runtime before 1.21 masks the wrong keys of padded rows (measured: 1.17-1.20 wrong, 1.21 right;
+    our floor is 1.18).
     """
     hidden = config.hidden_size
     q = graph.linear(first, f"{prefix}.attention.query", hidden, hidden)
