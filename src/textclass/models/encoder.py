@@ -217,6 +217,4 @@ class SequenceClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (batch, num_labels) logits
-        if self.first_only:
-            return self.head(self.encoder(input_ids, attention_mask, token_type_ids, first_only=True))
-        return self.head(self.encoder(input_ids, attention_mask, token_type_ids))
+        return self.head(self.encoder(input_ids, attention_mask, token_type_ids, first_only=self.first_only))
