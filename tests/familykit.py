@@ -109,17 +109,17 @@ def check_batch_equals_single(folder) -> None:
     np.testing.assert_allclose(clf.logits(TEXTS[::-1])[::-1], together, atol=1e-5, rtol=0)
 
 
-def check_first_only(folder) -> bool:
+def check_first_only(folder, device: str = "cpu") -> bool:
     """The last layer computes the first token's row alone (the head reads nothing else) where the family can, and
     the logits are the full last layer's, padded rows included; a model that cannot says so and runs it in full.
     Returns whether it prunes."""
     checkpoint = open_checkpoint(folder)
-    model = build_model(checkpoint)[0].eval()
+    model = build_model(checkpoint)[0].eval().to(device)
     clf = Classifier.from_pretrained(folder, dtype="fp32")
     rows = clf.encode(TEXTS[:4])
     width = max(len(r) for r in rows)
-    ids = torch.tensor([r.ids + [checkpoint.config.pad_token_id] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    ids = torch.tensor([r.ids + [checkpoint.config.pad_token_id] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
     assert not bool(mask.all())  # padding inside the batch
     types = torch.zeros_like(ids) if checkpoint.config.type_vocab_size > 0 else None
     last = model.encoder.layers[-1] if hasattr(model.encoder, "layers") else model.encoder.layer
@@ -137,6 +137,40 @@ def check_first_only(folder) -> bool:
     assert shapes[-1] == (len(rows), width, hidden)
     torch.testing.assert_close(pruned, full, atol=1e-5, rtol=0)
     return prunes
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (checked where one is lent)")
+
+
+def check_gpu(folder, model, tokenizer) -> dict[str, float]:
+    """On a CUDA GPU, as a user gets it there: the default is torch bf16; fp32 equals transformers (run on the CPU)
+    within 1e-4 on texts and pairs, and a text alone equals itself in padded batches; bf16 and fp16 stay close to
+    fp32 alone and in batches; the pruned last layer holds on the GPU's kernels. Returns the largest differences."""
+    default = Classifier.from_pretrained(folder)  # device left out: the GPU
+    assert default.device.startswith("cuda") and default.precision == "torch-bfloat16"
+    reference = reference_logits(model, tokenizer, TEXTS)
+    fp32 = Classifier.from_pretrained(folder, device="cuda", dtype="fp32", max_batch_tokens=96)  # several batches
+    together = fp32.logits(TEXTS)
+    np.testing.assert_allclose(together, reference, atol=1e-4, rtol=0)
+    alone = np.concatenate([fp32.logits([t]) for t in TEXTS])
+    np.testing.assert_allclose(alone, together, atol=1e-5, rtol=0)
+    firsts, seconds = map(list, zip(*PAIRS))
+    pairs = reference_logits(model, tokenizer, firsts, seconds)
+    np.testing.assert_allclose(fp32.logits(PAIRS), pairs, atol=1e-4, rtol=0)
+    seen = {"fp32 vs transformers": float(np.abs(together - reference).max()),
+            "fp32 alone vs batch": float(np.abs(alone - together).max())}  # fmt: skip
+    scale = np.abs(reference).max()
+    for dtype in ("bf16", "fp16"):
+        clf = Classifier.from_pretrained(folder, device="cuda", dtype=dtype, max_batch_tokens=96)
+        got = clf.logits(TEXTS)
+        alone = np.concatenate([clf.logits([t]) for t in TEXTS])
+        seen[f"{dtype} vs fp32"], seen[f"{dtype} alone vs batch"] = (float(np.abs(got - together).max()),
+                                                                     float(np.abs(alone - got).max()))  # fmt: skip
+        np.testing.assert_allclose(got, together, atol=0.05 * scale, rtol=0)
+        np.testing.assert_allclose(alone, got, atol=0.05 * scale, rtol=0)
+    check_first_only(folder, device="cuda")
+    print(f"GPU {open_checkpoint(folder).family.name}: " + ", ".join(f"{k} {v:.1e}" for k, v in seen.items()))
+    return seen
 
 
 def check_onnx_and_bf16(folder, monkeypatch, tmp_path) -> None:

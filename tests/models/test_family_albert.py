@@ -13,12 +13,14 @@ from conftest import CORPUS, TINY_MAX_TOKENS
 from familykit import (
     check_bare_encoder,
     check_batch_equals_single,
+    check_gpu,
     check_gradients,
     check_logits,
     check_missing_tensor,
     check_onnx_and_bf16,
     check_round_trip,
     check_tokenizer,
+    needs_gpu,
     perturb,
     save,
 )
@@ -134,3 +136,8 @@ def test_layer_groups_other_than_one_are_refused(albert, copy_checkpoint, key):
 def test_training_round_trip(tmp_path, unigram):
     base = albert_model(len(unigram), head="base", initializer_range=0.02)  # ALBERT's dropouts default to 0
     check_round_trip(save(tmp_path / "base", base, unigram), tmp_path)
+
+
+@needs_gpu
+def test_gpu_matches_transformers(albert):
+    check_gpu(*albert)

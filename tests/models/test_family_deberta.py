@@ -24,9 +24,11 @@ from conftest import CORPUS, TINY_MAX_TOKENS
 from familykit import (
     check_batch_equals_single,
     check_first_only,
+    check_gpu,
     check_onnx_at_every_length,
     check_pipeline,
     edit_config,
+    needs_gpu,
     reference_logits,
 )
 from textclass import Classifier
@@ -395,3 +397,9 @@ def test_training_round_trip(tmp_path):
     reference = reference_logits(hf, AutoTokenizer.from_pretrained(out), texts)
     np.testing.assert_allclose(Classifier.from_pretrained(out, dtype="fp32").logits(texts), reference, atol=1e-4)
     assert [r["label"] for r in Classifier.from_pretrained(out)(["a superb film", "an awful film"])] == ["pos", "neg"]
+
+
+@needs_gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gpu_matches_transformers(tiny, tokenizer, variant):
+    check_gpu(*tiny[variant], tokenizer)

@@ -16,12 +16,14 @@ from conftest import TINY_MAX_TOKENS
 from familykit import (
     check_bare_encoder,
     check_batch_equals_single,
+    check_gpu,
     check_gradients,
     check_logits,
     check_missing_tensor,
     check_onnx_and_bf16,
     check_round_trip,
     check_tokenizer,
+    needs_gpu,
     perturb,
     save,
 )
@@ -126,3 +128,8 @@ def test_training_round_trip(tmp_path, wordpiece):
     base = electra_model(len(wordpiece), head="base", initializer_range=0.02,
                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
     check_round_trip(save(tmp_path / "base", base, wordpiece), tmp_path)
+
+
+@needs_gpu
+def test_gpu_matches_transformers(electra):
+    check_gpu(*electra)

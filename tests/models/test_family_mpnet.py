@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import CACHE, CORPUS
-from familykit import assert_same_shape_and_values, reference_logits
+from familykit import assert_same_shape_and_values, check_gpu, needs_gpu, reference_logits
 from textclass import Classifier
 from textclass.errors import CheckpointError, InputError
 from trainkit import FAST, sentiment_rows, write_jsonl
@@ -318,3 +318,8 @@ def test_all_mpnet_base_v2_hidden_states_match_transformers(all_mpnet):
     assert not clf.has_head
     with pytest.raises(InputError, match="bare encoder without a classification head"):
         clf(["hello"])
+
+
+@needs_gpu
+def test_gpu_matches_transformers(tiny):
+    check_gpu(*tiny)

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from conftest import CORPUS, FAMILIES
-from familykit import SCORED, TEXTS, assert_same_shape_and_values, check_first_only, reference_logits
+from familykit import (
+    SCORED,
+    TEXTS,
+    assert_same_shape_and_values,
+    check_first_only,
+    check_gpu,
+    needs_gpu,
+    reference_logits,
+)
 from textclass import Classifier
 
 
@@ -99,3 +107,22 @@ def test_minilm_hidden_states_match_transformers(minilm_dir):
         got = ours.encoder(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     mask = enc["attention_mask"].bool()
     assert (got[mask] - expected[mask]).abs().max().item() < 1e-4
+
+
+@needs_gpu
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gpu_matches_transformers(tiny_checkpoints, family):
+    check_gpu(*tiny_checkpoints[family])
+
+
+def test_gpu_queue_returns_every_batch_in_order(tiny_checkpoints):
+    """On a GPU the torch engine launches batches ahead of fetching their logits; that queue yields every batch's
+    logits once and in order. Its logic is the same on any device, so it runs here on the CPU too."""
+    from textclass.runtime.batching import make_batches
+    from textclass.runtime.torch_engine import QUEUED_BATCHES
+
+    clf = Classifier.from_pretrained(tiny_checkpoints["bert"][0], device="cpu", dtype="fp32", max_batch_tokens=96)
+    batches = list(make_batches(clf.encode(TEXTS), 96, clf.tokenizer.pad_token_id, clf.engine.uses_token_types))
+    assert len(batches) > QUEUED_BATCHES + 1
+    for queued, batch in zip(clf.engine._queued(batches), batches, strict=True):
+        np.testing.assert_array_equal(queued, clf.engine(batch))

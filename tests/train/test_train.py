@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from familykit import needs_gpu
 from textclass import Classifier, TextclassError
 from textclass.train.batches import loss_sum
 from textclass.train.data import load_dataset
@@ -351,6 +352,20 @@ def test_eval_steps_and_early_stopping(base, sentiment, tmp_path):
                               eval_steps=5, patience=2, **args))  # fmt: skip
     assert [h["step"] for h in summary["history"]] == [5, 10, 15]
     assert summary["step"] == 15 and summary["best_step"] == 5
+
+
+@needs_gpu
+def test_trains_on_the_gpu_in_bf16_and_transformers_loads_the_result(base, sentiment, tmp_path):
+    train_file, dev_file = sentiment
+    out = tmp_path / "out"
+    summary = train(TrainArgs(model=str(base), train=str(train_file), eval=str(dev_file), out=str(out), device="cuda",
+                              bf16=True, **{**FAST, "epochs": 2}))  # fmt: skip
+    assert summary["eval_metrics"]["accuracy"] >= 0.95
+    texts = ["a superb film", "the plot was boring and the actor awful", "x", "thing " * 80]
+    ours = Classifier.from_pretrained(out, device="cpu", dtype="fp32").logits(texts)
+    np.testing.assert_allclose(ours, hf_logits(out, texts), atol=1e-4, rtol=0)
+    on_gpu = Classifier.from_pretrained(out)  # the GPU default, bf16
+    assert on_gpu.device.startswith("cuda") and [r["label"] for r in on_gpu(texts[:2])] == ["pos", "neg"]
 
 
 def test_bf16_autocast_and_accumulation_run(base, sentiment, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,10 @@ if TYPE_CHECKING:
 
     from textclass.runtime.batching import Batch
     from textclass.runtime.engine import Rescored
+
+# Batches a GPU holds queued ahead of the one whose logits are being fetched: enough to hide Python's time between
+# batches; the logits themselves are a few numbers a row.
+QUEUED_BATCHES = 3
 
 
 class TorchEngine:
@@ -32,6 +37,11 @@ class TorchEngine:
         return self._dtype
 
     def __call__(self, batch: Batch) -> np.ndarray:  # (rows, num_labels) float32 logits
+        return self._launch(batch).cpu().numpy()
+
+    def _launch(self, batch: Batch) -> torch.Tensor:
+        """Queue one batch's forward pass; its float32 logits, still on the device (on a GPU, perhaps not computed
+        yet: fetching them waits)."""
         import torch
 
         def tensor(array: np.ndarray) -> torch.Tensor:
@@ -43,7 +53,20 @@ class TorchEngine:
                 tensor(batch.attention_mask),
                 tensor(batch.token_type_ids) if self.uses_token_types and batch.token_type_ids is not None else None,
             )
-        return logits.float().cpu().numpy()
+        return logits.float()
 
     def map(self, batches: Sequence[Batch], one_thread: bool = False) -> Iterator[np.ndarray]:
-        return map(self, batches)  # one after another: torch splits each batch over the CPUs (or the GPU) itself
+        # torch splits each batch over the CPUs (or the GPU) itself: one batch at a time. On a GPU the next batches
+        # are queued before a batch's logits are fetched, so the GPU never waits for Python between batches.
+        if not self.device.startswith("cuda"):
+            return map(self, batches)
+        return self._queued(batches)
+
+    def _queued(self, batches: Sequence[Batch]) -> Iterator[np.ndarray]:
+        pending: deque[torch.Tensor] = deque()
+        for batch in batches:
+            pending.append(self._launch(batch))
+            if len(pending) > QUEUED_BATCHES:
+                yield pending.popleft().cpu().numpy()
+        while pending:
+            yield pending.popleft().cpu().numpy()
