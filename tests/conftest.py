@@ -26,6 +26,8 @@ CACHE = Path(os.environ.get("TEXTCLASS_TEST_CACHE", ROOT / ".cache"))
 # The suite's default mode is exact fp32 whatever the CPU (per-row int8 on AVX2/VNNI CPUs otherwise), so parity
 # tests compare exact numbers on every machine; tests/test_fast_default.py tests the CPU's own default.
 os.environ.setdefault("TEXTCLASS_PRECISION", "onnx-fp32")
+# And on the CPU where a machine has a GPU too (a GPU's default is torch bf16); the GPU tests ask for the GPU.
+os.environ.setdefault("TEXTCLASS_DEVICE", "cpu")
 # Exported graphs go to a cache of this run's own (child processes inherit it), never the user's ~/.cache/textclass.
 _OWN_CACHE = "TEXTCLASS_CACHE" not in os.environ
 if _OWN_CACHE:

@@ -146,7 +146,7 @@ def check_gpu(folder, model, tokenizer) -> dict[str, float]:
     """On a CUDA GPU, as a user gets it there: the default is torch bf16; fp32 equals transformers (run on the CPU)
     within 1e-4 on texts and pairs, and a text alone equals itself in padded batches; bf16 and fp16 stay close to
     fp32 alone and in batches; the pruned last layer holds on the GPU's kernels. Returns the largest differences."""
-    default = Classifier.from_pretrained(folder)  # device left out: the GPU
+    default = Classifier.from_pretrained(folder, device="auto")  # as a user's default (the suite pins the CPU)
     assert default.device.startswith("cuda") and default.precision == "torch-bfloat16"
     reference = reference_logits(model, tokenizer, TEXTS)
     fp32 = Classifier.from_pretrained(folder, device="cuda", dtype="fp32", max_batch_tokens=96)  # several batches

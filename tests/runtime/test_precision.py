@@ -21,7 +21,7 @@ from textclass.checkpoint.locate import DEFAULT_MODEL, bundled_models
 from textclass.errors import InputError
 from textclass.onnx import cache
 from textclass.runtime.batching import make_batches
-from textclass.runtime.precision import Precision, pick_precision
+from textclass.runtime.precision import Precision, pick_device, pick_precision
 
 WORDPIECE = ("bert", "distilbert")
 MODES = [("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
@@ -135,6 +135,27 @@ def test_cpu_default_is_onnx_fp32_unless_the_checkpoint_prefers_onnx_int8(tiny, 
     assert clf.precision == "onnx-int8" and clf.engine.rescored is not None  # as check measured it
     assert not list(folder.glob("*.onnx*"))
     assert Classifier.from_pretrained(folder, dtype="fp32").precision == "torch-float32"
+
+
+def test_default_device_is_the_machines_pin_else_found(monkeypatch):
+    """TEXTCLASS_DEVICE sets a machine's default device; "auto" (and no pin) finds a GPU, here none."""
+    import textclass.runtime.precision as rules
+
+    monkeypatch.setenv("TEXTCLASS_DEVICE", "cpu")
+    assert pick_device(None) == "cpu" and pick_device("cpu") == "cpu"
+    monkeypatch.setattr(rules, "_GPU_DEVICE_FILES", ())  # as on a machine without a GPU driver
+    monkeypatch.delenv("TEXTCLASS_DEVICE")
+    assert pick_device(None) == "cpu" and pick_device("auto") == "cpu"
+    monkeypatch.setenv("TEXTCLASS_DEVICE", "auto")
+    assert pick_device(None) == "cpu"
+    if not rules.installed("torch"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TEXTCLASS_DEVICE", "cuda")
+        with pytest.raises(InputError, match="'cuda' asked for, but torch sees no CUDA GPU"):
+            pick_device(None)
 
 
 def test_precision_rules():

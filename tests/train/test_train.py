@@ -364,7 +364,7 @@ def test_trains_on_the_gpu_in_bf16_and_transformers_loads_the_result(base, senti
     texts = ["a superb film", "the plot was boring and the actor awful", "x", "thing " * 80]
     ours = Classifier.from_pretrained(out, device="cpu", dtype="fp32").logits(texts)
     np.testing.assert_allclose(ours, hf_logits(out, texts), atol=1e-4, rtol=0)
-    on_gpu = Classifier.from_pretrained(out)  # the GPU default, bf16
+    on_gpu = Classifier.from_pretrained(out, device="auto")  # as a user's default (the suite pins the CPU)
     assert on_gpu.device.startswith("cuda") and [r["label"] for r in on_gpu(texts[:2])] == ["pos", "neg"]
 
 

@@ -27,7 +27,8 @@ ModelOption = Annotated[
 ]
 InputOption = Annotated[Path | None, typer.Option("--input", "-i", help="File with one text per line ('-' for stdin).")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f")]
-DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: GPU when there is one).")]
+DeviceOption = Annotated[str | None, typer.Option(
+    help="cpu, cuda, cuda:1 or auto (default: TEXTCLASS_DEVICE, else a GPU when there is one).")]
 DtypeOption = Annotated[
     str | None,
     typer.Option(

@@ -67,7 +67,7 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep resumable state after finishing.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: GPU when there is one).")] = None,
+    device: DeviceOption = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:

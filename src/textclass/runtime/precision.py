@@ -23,6 +23,7 @@ BACKENDS = ("torch", "onnx")
 
 
 PRECISION_ENV = "TEXTCLASS_PRECISION"  # this machine's default mode instead of the CPU's, e.g. "onnx-fp32"
+DEVICE_ENV = "TEXTCLASS_DEVICE"  # this machine's default device instead of "a GPU when there is one", e.g. "cpu"
 
 
 # Device files a GPU driver creates: without them torch cannot see a GPU, and we need not import it to ask.
@@ -49,7 +50,10 @@ class Precision:
 
 
 def pick_device(device: str | None) -> str:
-    if device is None or device == "auto":
+    """The device asked for; left out, TEXTCLASS_DEVICE's, else ("auto") a GPU when torch sees one, else the CPU."""
+    if device is None:
+        device = os.environ.get(DEVICE_ENV) or "auto"
+    if device == "auto":
         if not any(Path(p).exists() for p in _GPU_DEVICE_FILES) or not installed("torch"):
             return "cpu"  # decided without importing torch (2 s): keeps the CPU cold start short
         import torch
