@@ -154,8 +154,14 @@ def test_default_device_is_the_machines_pin_else_found(monkeypatch):
 
     if not torch.cuda.is_available():
         monkeypatch.setenv("TEXTCLASS_DEVICE", "cuda")
-        with pytest.raises(InputError, match="'cuda' asked for, but torch sees no CUDA GPU"):
+        with pytest.raises(InputError, match="TEXTCLASS_DEVICE='cuda' asked for, but torch sees no CUDA GPU"):
             pick_device(None)
+    for bad in ("gpu", "cuda:x", "cpu:0", ""):
+        with pytest.raises(InputError, match=f"device {bad!r} is not a device: use cpu, cuda, cuda:N"):
+            pick_device(bad)
+    monkeypatch.setenv("TEXTCLASS_DEVICE", "GPU")
+    with pytest.raises(InputError, match="TEXTCLASS_DEVICE='GPU' is not a device"):
+        pick_device(None)
 
 
 def test_precision_rules():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,20 +52,28 @@ class Precision:
 
 def pick_device(device: str | None) -> str:
     """The device asked for; left out, TEXTCLASS_DEVICE's, else ("auto") a GPU when torch sees one, else the CPU."""
+    where = f"device {device!r}"
     if device is None:
         device = os.environ.get(DEVICE_ENV) or "auto"
+        where = f"{DEVICE_ENV}={device!r}"
+    device = device.strip().lower()
     if device == "auto":
         if not any(Path(p).exists() for p in _GPU_DEVICE_FILES) or not installed("torch"):
             return "cpu"  # decided without importing torch (2 s): keeps the CPU cold start short
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise InputError(f"{where} is not a device: use cpu, cuda, cuda:N (a GPU's index) or auto")
     if device.startswith("cuda"):
-        require_torch(f"device {device!r}")
+        require_torch(where)
         import torch
 
         if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+            raise InputError(f"{where} asked for, but torch sees no CUDA GPU")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"{where} asked for, but torch sees {torch.cuda.device_count()} GPU(s), from cuda:0")
     return device
 
 
