@@ -50,8 +50,10 @@ def test_every_extra_named_exists():
 
 
 def test_ci_runs_the_light_install():
-    """CI installs the package alone (no extra) into a second venv and runs the torch-free checks there."""
-    assert "bash .ci/light" in CI.splitlines()
+    """CI installs the package alone (no extra) into a second venv and runs the torch-free checks there, then again
+    with every core dependency at its floor, which each one therefore needs (a `>=` lower bound)."""
+    assert "bash .ci/light" in CI.splitlines() and "bash .ci/light floor" in CI.splitlines()
     light = (ROOT / ".ci" / "light").read_text(encoding="utf-8")
-    assert '"$PY" -m pip install -q . pytest' in light.splitlines()
+    assert '"$PY" -m pip install -q "${CONSTRAINTS[@]}" . pytest' in light.splitlines()
+    assert all(re.search(r">=\d", dependency) for dependency in project()["dependencies"])
     assert "tests/test_snapshots.py" in light
