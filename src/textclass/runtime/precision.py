@@ -63,8 +63,11 @@ def pick_device(device: str | None) -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise InputError(f"{where} is not a device: use cpu, cuda, cuda:N (a GPU's index) or auto")
+    # torch's device types we pass on (mps and xpu as torch runs them, untested here); "cpu:0" is the CPU.
+    if not re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d+)?", device):
+        raise InputError(f"{where} is not a device: use cpu, cuda, cuda:N (a GPU's index), mps or auto")
+    if device.startswith("cpu"):
+        return "cpu"
     if device.startswith("cuda"):
         require_torch(where)
         import torch
