@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import platform
@@ -52,6 +53,22 @@ def contrast_texts(count: int = 2000, seed: int = 0, path: Path = SST2_TRAIN) ->
             first, second = second, first
         out.append(f"{first}{rng.choice(CONNECTIVES)} {second}")
     return out
+
+
+def text_set_parser(description: str, limit: int) -> argparse.ArgumentParser:
+    """A bench's parser with the options that choose its model and texts: --model, --texts, --limit, --long."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint folder")
+    parser.add_argument("--texts", default=str(SST2_DEV), help="SST-2 style .tsv or one text per line")
+    parser.add_argument("--limit", type=int, default=limit, help="texts to use (0: all)")
+    parser.add_argument("--long", action="store_true", help="join sentences into ~300-token paragraphs first")
+    return parser
+
+
+def text_set(args: argparse.Namespace, count_tokens) -> list[str]:
+    """The texts text_set_parser's options ask for: the first --limit sentences, or paragraphs of them (--long)."""
+    texts = read_texts(Path(args.texts), None if args.long else args.limit)
+    return paragraphs(texts, count_tokens)[: args.limit or None] if args.long else texts
 
 
 def paragraphs(sentences: list[str], count_tokens, target: int = 300) -> list[str]:

@@ -16,12 +16,11 @@ the best of two timed runs after a warm-up; tokenization is counted. Then: token
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-from common import SST2_DEV, cpu_name, paragraphs, read_texts, table
+from common import cpu_name, table, text_set, text_set_parser
 from throughput import model_flops, pipeline_probs, pipeline_tokenizer
 
 
@@ -59,11 +58,7 @@ def textclass_probs(clf, texts: list[str]) -> tuple[np.ndarray, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--texts", default=str(SST2_DEV), help="SST-2 style .tsv or one text per line")
-    parser.add_argument("--limit", type=int, default=8000, help="texts to use (0: all)")
-    parser.add_argument("--long", action="store_true", help="join sentences into ~300-token paragraphs first")
+    parser = text_set_parser(__doc__, limit=8000)
     parser.add_argument("--pipeline-b1", type=int, default=500, help="texts the batch_size=1 pipeline row times")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu to check the script itself on a few texts")
     args = parser.parse_args()
@@ -77,9 +72,7 @@ def main() -> None:
         raise SystemExit("bench/gpu.py needs a CUDA GPU (torch sees none)")
     reference = Classifier.from_pretrained(args.model, device=args.device, dtype="fp32")
     count = lambda text: len(reference.tokenizer.encode_batch([text])[0])  # noqa: E731
-    texts = read_texts(Path(args.texts), None if args.long else args.limit)
-    if args.long:
-        texts = paragraphs(texts, count)[: args.limit or None]
+    texts = text_set(args, count)
     lengths = [len(e) for e in reference.encode(texts)]
     tokens, flops = sum(lengths), model_flops(reference.config, lengths)
     peaks = gemm_peaks(args.device)

@@ -20,13 +20,12 @@ time (first load exports and caches ONNX artefacts) is not counted; tokenization
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import MODES, SST2_DEV, cpu_name, paragraphs, read_texts, table
+from common import MODES, cpu_name, table, text_set, text_set_parser
 
 
 def pipeline_probs(pipe, texts: list[str], labels: tuple[str, ...], batch_size: int) -> tuple[np.ndarray, float]:
@@ -155,11 +154,7 @@ def optimum_pipelines(model: str, work: Path, vnni: bool) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--texts", default=str(SST2_DEV), help="SST-2 style .tsv or one text per line")
-    parser.add_argument("--limit", type=int, default=300, help="texts to use (0: all)")
-    parser.add_argument("--long", action="store_true", help="join sentences into ~300-token paragraphs first")
+    parser = text_set_parser(__doc__, limit=300)
     parser.add_argument("--modes", default="all", help="comma-separated table labels' backends, e.g. onnx")
     parser.add_argument("--diffuse", default=str(Path(__file__).parent / "models" / "distilbert-diffuse"),
                         help="a model unsure of every text (bench/make_models.py): its default vs fp32 row")
@@ -172,9 +167,7 @@ def main() -> None:
 
     reference = Classifier.from_pretrained(args.model, dtype="fp32")
     count = lambda text: len(reference.tokenizer.encode_batch([text])[0])  # noqa: E731
-    texts = read_texts(Path(args.texts), None if args.long else args.limit)
-    if args.long:
-        texts = paragraphs(texts, count)[: args.limit or None]
+    texts = text_set(args, count)
     lengths = [len(e) for e in reference.encode(texts)]
     tokens, flops = sum(lengths), model_flops(reference.config, lengths)
     default = pick_precision("cpu", preferred=reference.config.raw.get("textclass_precision"))
