@@ -181,6 +181,13 @@ def test_user_mistakes_are_one_line_errors(tmp_path, model_dir):
     assert "Traceback" not in wrong_column.stderr
     bad_output = cli("-m", str(model_dir), "-i", str(source), "-o", str(tmp_path / "o.csv"))
     assert bad_output.returncode == 1 and "expected a name ending in .parquet or .jsonl" in bad_output.stderr
+    # A pipe (`-i <(...)`) cannot be read again to resume; a folder is no file. Both say so, and nothing is written.
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "folder.csv").mkdir()
+    for name, said in (("pipe.csv", "is a pipe or device, not a file"), ("folder.csv", "is a folder, not a file")):
+        refused = cli("-m", str(model_dir), "-i", str(tmp_path / name), "-o", str(tmp_path / f"{name}.jsonl"))
+        assert refused.returncode == 1 and said in refused.stderr and "Traceback" not in refused.stderr
+        assert not (tmp_path / f"{name}.jsonl").exists()
 
 
 # ---- kill and resume ----------------------------------------------------------------------------

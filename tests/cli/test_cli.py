@@ -163,6 +163,22 @@ def test_bad_input_is_one_line_error(broken, case):
     assert_clean_error(run("classify", *args), fragment)
 
 
+def test_input_may_be_a_pipe_but_not_a_folder(tiny_checkpoints, tmp_path):
+    """--input reads a named pipe as it reads a file (`--input <(grep ... texts.txt)`); a folder is a clear error."""
+    import threading
+
+    folder = str(tiny_checkpoints["bert"][0])
+    pipe = tmp_path / "texts"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text("good\n\nbad\n"))
+    writer.start()
+    piped = run("classify", "--model", folder, "--input", str(pipe), "--format", "jsonl")
+    writer.join(timeout=10)
+    assert piped.exit_code == 0, piped.output
+    assert [json.loads(line)["text"] for line in piped.stdout.splitlines()] == ["good", "bad"]
+    assert_clean_error(run("classify", "--model", folder, "--input", str(tmp_path)), "is a folder")
+
+
 def test_real_process_exit_codes(tiny_checkpoints, tmp_path):
     """The installed entry point, not just the in-process runner: exit status and stderr."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

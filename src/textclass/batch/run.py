@@ -15,6 +15,7 @@ from textclass.batch.score import output_fields
 from textclass.batch.writer import PartStore, output_format
 from textclass.errors import InputError
 from textclass.extras import MissingExtra, installed
+from textclass.fileio.tables import require_file
 from textclass.tasks import chunking
 
 
@@ -29,8 +30,7 @@ def run_batch(job: BatchJob, show_progress: bool = True) -> BatchResult:
         raise InputError("--chunk-rows and --workers must be at least 1, --top-k at least 0")
     if job.engine == "ray" and not installed("ray"):
         raise MissingExtra("--engine ray needs Ray Data, which is not installed: pip install 'textclass[ray]'")
-    if not Path(job.input).is_file():
-        raise InputError(f"input file {job.input} does not exist")
+    require_file(job.input, "input file")
     output_format(job.output)
     spec = input_spec(str(Path(job.input).resolve()), job.text_column, job.id_column)
     model = resolve_model(job.model)

@@ -65,8 +65,11 @@ def read_texts(texts: list[str] | None, input_file: Path | None, verbose: bool =
         if str(input_file) == "-":
             raw, source = sys.stdin.buffer.read(), "standard input"
         else:
-            if not input_file.is_file():
+            # A pipe is read once like a file (`--input <(grep ... texts.txt)`, /dev/stdin); a folder is not text.
+            if not input_file.exists():
                 fail(f"input file {input_file} does not exist")
+            if input_file.is_dir():
+                fail(f"input file {input_file} is a folder; pass a file with one text per line")
             try:
                 raw, source = input_file.read_bytes(), str(input_file)
             except OSError as exc:

@@ -75,12 +75,23 @@ def detect_format(path: str | Path, formats: Collection[str] = tuple(set(FORMATS
     return FORMATS[suffix]
 
 
+def require_file(path: str | Path, what: str) -> None:
+    """A table is read more than once (its header, then its rows; batch scoring again to resume): a regular file."""
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if file.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file")
+    if not file.is_file():
+        raise InputError(f"{what} {path} is a pipe or device, not a file: it is read more than once; save it to a "
+                         "file first")  # fmt: skip
+
+
 def open_table(path: str | Path, formats: Collection[str] = tuple(set(FORMATS.values()))) -> Table:
     """Read a file's header only: whether it exists, its format and its columns. File-level problems are errors."""
     file = Path(path)
     fmt = detect_format(file, formats)
-    if not file.is_file():
-        raise InputError(f"data file {path} does not exist")
+    require_file(file, "data file")
     if fmt == "parquet":
         return _parquet_table(str(file))
     with open(file, "rb") as handle:
