@@ -170,7 +170,7 @@ def test_input_may_be_a_pipe_but_not_a_folder(tiny_checkpoints, tmp_path):
     folder = str(tiny_checkpoints["bert"][0])
     pipe = tmp_path / "texts"
     os.mkfifo(pipe)
-    writer = threading.Thread(target=lambda: pipe.write_text("good\n\nbad\n"))
+    writer = threading.Thread(target=lambda: pipe.write_text("good\n\nbad\n"), daemon=True)  # never a hang
     writer.start()
     piped = run("classify", "--model", folder, "--input", str(pipe), "--format", "jsonl")
     writer.join(timeout=10)
