@@ -11,17 +11,20 @@ with the fp32 pipeline, the largest probability difference from it, and MFU: the
 second (bench/throughput.py's count, padding excluded) over a plain (8192 x 8192) x (8192 x 8192) product's rate on
 this GPU in the same dtype, measured in this run (fp32 as torch runs it by default: no TF32). Each textclass row is
 the best of two timed runs after a warm-up; tokenization is counted. Then: tokenization alone, one text at a time
-(p50/p90 ms), and each text alone against the same text inside a batch (largest |Δp|: batch independence).
+(p50/p90/p99 ms, as bench/latency.py times it), and each text alone against the same text inside a batch (largest
+|Δp|: batch independence).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import cpu_name, table, text_set, text_set_parser
-from throughput import model_flops, pipeline_probs, pipeline_tokenizer
+from latency import percentiles
+from throughput import label_probs, model_flops, pipeline_probs, pipeline_tokenizer
 
 
 def gemm_peaks(device: str) -> dict[str, float]:
@@ -31,12 +34,13 @@ def gemm_peaks(device: str) -> dict[str, float]:
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        peaks[name] = 2 * n**3 / best(lambda a=a, b=b: a @ b, runs=5)
+        peaks[name] = 2 * n**3 / best(lambda a=a, b=b: a @ b, runs=5)[0]
     return peaks
 
 
-def best(call, runs: int = 2) -> float:
-    """The best wall time of `runs` calls after one warm-up, the GPU drained around each."""
+def best(call, runs: int = 2) -> tuple[float, Any]:
+    """The best wall time of `runs` calls after one warm-up, the GPU drained around each, and the last call's
+    result."""
     import torch
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
@@ -45,16 +49,15 @@ def best(call, runs: int = 2) -> float:
     for _ in range(runs):
         sync()
         start = time.perf_counter()
-        call()
+        result = call()
         sync()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), result
 
 
 def textclass_probs(clf, texts: list[str]) -> tuple[np.ndarray, float]:
-    seconds = best(lambda: clf(texts, top_k=None))
-    scored = [{r["label"]: r["score"] for r in result} for result in clf(texts, top_k=None)]
-    return np.array([[scores[label] for label in clf.labels] for scores in scored]), seconds
+    seconds, results = best(lambda: clf(texts, top_k=None))
+    return label_probs(results, clf.labels), seconds
 
 
 def main() -> None:
@@ -98,7 +101,7 @@ def main() -> None:
     probs, seconds = pipeline_probs(bf16_pipe, texts, labels, batch_size=64)
     speeds["b64 bf16"] = len(texts) / seconds
     results.append(("pipeline bf16, batch_size=64", probs, seconds, "bf16"))
-    del fp32_pipe, bf16_pipe
+    del bf16_pipe  # (the fp32 one times one text at a time below)
 
     default = Classifier.from_pretrained(args.model, device=args.device)  # on a GPU: torch bf16
     budget = default.max_batch_tokens
@@ -127,18 +130,10 @@ def main() -> None:
         return [name, f"{rate:,.0f}", f"{tokens / seconds:,.0f}", f"{rate / speeds['b1']:.1f}×",
                 f"{rate / speeds['b64 bf16']:.2f}×", agree, diff, mfu]  # fmt: skip
 
-    encode = best(lambda: default.encode(texts))
+    encode, _ = best(lambda: default.encode(texts))
     one = [t for t in texts if 20 <= count(t) <= 40][:100] or texts[:100]
-    latencies = {}
-    for name, call in (("pipeline fp32", pipe(torch.float32)), ("textclass default", default)):
-        for text in one[:10]:
-            call(text)
-        times = []
-        for i in range(200):
-            start = time.perf_counter()
-            call(one[i % len(one)])
-            times.append((time.perf_counter() - start) * 1000)
-        latencies[name] = np.percentile(times, [50, 90])
+    latencies = {name: percentiles(call, one, 200) for name, call in (("pipeline fp32", fp32_pipe),
+                                                                       ("textclass default", default))}  # fmt: skip
     sample = texts[:64]
     together = default.scores(default.logits(sample))
     alone = np.concatenate([default.scores(default.logits([t])) for t in sample])
@@ -151,8 +146,8 @@ def main() -> None:
     print(table(header, [row(*result) for result in results]))
     print("\nGEMM rate measured in this run: " + ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s" for k, v in peaks.items()))
     print(f"Tokenization alone (textclass encode, {len(texts)} texts): {len(texts) / encode:,.0f} texts/s")
-    for name, (p50, p90) in latencies.items():
-        print(f"One text of 20-40 tokens, {name}: p50 {p50:.2f} ms, p90 {p90:.2f} ms")
+    for name, (p50, p90, p99) in latencies.items():
+        print(f"One text of 20-40 tokens, {name}: p50 {p50} ms, p90 {p90} ms, p99 {p99} ms")
     print(f"A text alone vs inside a batch of {len(sample)} (default): max |Δp| {np.abs(alone - together).max():.1e}")
 
 

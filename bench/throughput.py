@@ -28,12 +28,17 @@ import numpy as np
 from common import MODES, cpu_name, table, text_set, text_set_parser
 
 
+def label_probs(results: list[list[dict]], labels: tuple[str, ...]) -> np.ndarray:
+    """(texts, labels) probabilities, in `labels` order, from top_k=None results (the pipeline's or textclass's)."""
+    scored = [{r["label"]: r["score"] for r in result} for result in results]
+    return np.array([[scores[label] for label in labels] for scores in scored])
+
+
 def pipeline_probs(pipe, texts: list[str], labels: tuple[str, ...], batch_size: int) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     results = pipe(texts, batch_size=batch_size, top_k=None, truncation=True)
     seconds = time.perf_counter() - start
-    probs = np.array([[{r["label"]: r["score"] for r in result}[label] for label in labels] for result in results])
-    return probs, seconds
+    return label_probs(results, labels), seconds
 
 
 def textclass_probs(clf, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -43,8 +48,7 @@ def textclass_probs(clf, texts: list[str]) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     results = clf(texts, top_k=None)
     seconds = time.perf_counter() - start
-    probs = np.array([[{r["label"]: r["score"] for r in result}[label] for label in clf.labels] for result in results])
-    return probs, seconds
+    return label_probs(results, clf.labels), seconds
 
 
 def linear_flops(config, tokens: float) -> float:
