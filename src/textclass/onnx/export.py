@@ -92,8 +92,9 @@ def export_graphs(
     for mode in modes:
         export_settings(mode, plan)  # an unknown mode, or int8 without a plan: before any work
     require_exporter(checkpoint, traced)
-    built = bool(checkpoint.family.onnx_builder) and not traced  # graph.py: its last layer's attention unfused
-    fused = _fuse(checkpoint, unfused_graph(checkpoint, traced), fusable=checkpoint.config.num_layers - built)
+    # graph.py leaves its last layer's one-query attention unfused; a traced graph has every layer's to fuse.
+    fusable = checkpoint.config.num_layers - _builds(checkpoint, traced)
+    fused = _fuse(checkpoint, unfused_graph(checkpoint, traced), fusable=fusable)
     exported = Exported({})
     if "int8" in modes:
         from textclass.onnx.quantize import int8_model
@@ -145,17 +146,23 @@ def save_graph(model: onnx.ModelProto, out: Path, external: bool = True) -> None
         os.replace(temporary, out)
 
 
+def _builds(checkpoint: Checkpoint, traced: bool) -> bool:
+    """Whether the unfused graph is built from config and weights (the family has a builder and no trace was asked
+    for) rather than traced from the torch model."""
+    return bool(checkpoint.family.onnx_builder) and not traced
+
+
 def require_exporter(checkpoint: Checkpoint, traced: bool = False) -> None:
     """Raise MissingExtra before any work when the export needs what is not installed: torch to trace a family
     without a graph builder (int8 needs nothing more than fp32)."""
-    if traced or not checkpoint.family.onnx_builder:
+    if not _builds(checkpoint, traced):
         require_torch(f"exporting a {checkpoint.config.model_type} model to ONNX")
 
 
 def unfused_graph(checkpoint: Checkpoint, traced: bool = False) -> onnx.ModelProto:
     """The unfused fp32 graph: built from config and weights when the family has a builder (no torch needed, and
     no file: it goes to the fuser in memory), else traced from the torch model."""
-    if checkpoint.family.onnx_builder and not traced:
+    if _builds(checkpoint, traced):
         from textclass.checkpoint.weights import map_weights, read_arrays
 
         state, new_head, sources = map_weights(checkpoint, read_arrays(checkpoint))
