@@ -55,7 +55,7 @@ def read_texts(texts: list[str] | None, input_file: Path | None, verbose: bool =
     """TEXT arguments, or the lines of --input (a file or '-'), or of piped standard input. Blank lines are
     skipped (verbose: says how many, on stderr); a file of blank lines only is an error."""
     from textclass.errors import InputError
-    from textclass.fileio.tables import read_lines
+    from textclass.fileio.tables import read_lines, require_file
 
     if texts and input_file:
         fail("give texts as arguments or with --input, not both")
@@ -65,13 +65,11 @@ def read_texts(texts: list[str] | None, input_file: Path | None, verbose: bool =
         if str(input_file) == "-":
             raw, source = sys.stdin.buffer.read(), "standard input"
         else:
-            # A pipe is read once like a file (`--input <(grep ... texts.txt)`, /dev/stdin); a folder is not text.
-            if not input_file.exists():
-                fail(f"input file {input_file} does not exist")
-            if input_file.is_dir():
-                fail(f"input file {input_file} is a folder; pass a file with one text per line")
             try:
+                require_file(input_file, "input file", read_once=True)
                 raw, source = input_file.read_bytes(), str(input_file)
+            except InputError as exc:
+                fail(str(exc))
             except OSError as exc:
                 fail(f"cannot read {input_file}: {exc.strerror or exc}")
     elif not sys.stdin.isatty():

@@ -75,14 +75,16 @@ def detect_format(path: str | Path, formats: Collection[str] = tuple(set(FORMATS
     return FORMATS[suffix]
 
 
-def require_file(path: str | Path, what: str) -> None:
-    """A table is read more than once (its header, then its rows; batch scoring again to resume): a regular file."""
+def require_file(path: str | Path, what: str, read_once: bool = False) -> None:
+    """`path` names something to read: not missing, not a folder. A table is read more than once (its header, then
+    its rows; batch scoring again to resume), so it must be a regular file; what is read once (`read_once`: one
+    text per line) may be a pipe too (`--input <(grep ... texts.txt)`, /dev/stdin)."""
     file = Path(path)
     if not file.exists():
         raise InputError(f"{what} {path} does not exist")
     if file.is_dir():
         raise InputError(f"{what} {path} is a folder, not a file")
-    if not file.is_file():
+    if not read_once and not file.is_file():
         raise InputError(f"{what} {path} is a pipe or device, not a file: it is read more than once; save it to a "
                          "file first")  # fmt: skip
 
