@@ -13,14 +13,21 @@ are in docs/performance.md, "The CPU default and its accuracy contract"; ../shar
 - anything else (no AVX2, or not x86): ONNX Runtime fp32, exact; per-row int8 was not measured there.
 Native bf16 (avx512_bf16, amx_bf16) makes torch bf16 worth asking for; without it torch emulates bf16, several
 times slower than fp32, so bf16 is never picked there and asking for it by name warns.
+
+TEXTCLASS_CPU=avx2 makes a machine with AVX-512, VNNI or AMX choose as an AVX2-only CPU would (mode, int8 format,
+cost): to build the AVX2 format, or, under tools/avx2-view (which hides the same flags from CPUID, so that ONNX
+Runtime and torch pick their AVX2 kernels too), to run and time the AVX2 path on any such machine.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from textclass.errors import InputError
 
 # numpy's names for the flags we read, on systems without /proc/cpuinfo.
 _NUMPY_FLAGS = {"AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni",
@@ -28,6 +35,9 @@ _NUMPY_FLAGS = {"AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512VNNI
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8·s8 products summed straight into int32
 AMX_FLAGS = ("amx_int8",)  # matrix tiles: int8 products several times VNNI's
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_ENV = "TEXTCLASS_CPU"  # "avx2": choose as an AVX2-only CPU would
+# Flags an AVX2-only CPU lacks (what tools/avx2_view.c hides from CPUID), by /proc/cpuinfo's name or its prefix.
+_ABOVE_AVX2 = ("avx512", "amx_", "avx_vnni", "avx_ifma", "avx_ne_convert", "avx10")
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class CpuFeatures:
     machine: str  # platform.machine(): x86_64, AMD64, aarch64, arm64...
     flags: frozenset[str]
     name: str = ""  # the model name, for messages only
+    view: str = ""  # "avx2" under TEXTCLASS_CPU=avx2: flags above AVX2 dropped
 
     @property
     def x86(self) -> bool:
@@ -67,7 +78,8 @@ class CpuFeatures:
         missing = [label for label, present in (("VNNI", self.int8_dot), ("native bf16", self.native_bf16))
                    if not present]  # fmt: skip
         text = ", ".join(have) or f"no AVX2 ({self.machine})"
-        return text + ("; no " + ", no ".join(missing) if missing else "")
+        text += "; no " + ", no ".join(missing) if missing else ""
+        return text + (f"; viewed as {self.view.upper()} ({CPU_ENV}={self.view})" if self.view else "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +90,12 @@ def detect() -> CpuFeatures:
         flags, name = _proc_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
     except OSError:
         flags, name = _numpy_flags(), platform.processor()
-    return CpuFeatures(machine, frozenset(flags), name)
+    view = os.environ.get(CPU_ENV, "").strip().lower()
+    if view == "avx2":
+        flags = {flag for flag in flags if not flag.startswith(_ABOVE_AVX2)}
+    elif view:
+        raise InputError(f"{CPU_ENV}={view!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), or unset it")
+    return CpuFeatures(machine, frozenset(flags), name, view)
 
 
 def _proc_cpuinfo(text: str) -> tuple[set[str], str]:
