@@ -14,7 +14,7 @@ Columns: texts/s, tokens/s, speed-up over each pipeline row, label agreement wit
 probability difference from it, and "of peak": the model's matrix-multiply work done per second (2 × multiply-
 adds of its linear layers and attention, padding excluded) over a plain GEMM's rate in the same dtype, measured
 in this run at a (2048 × hidden) × (hidden × intermediate) shape: ONNX Runtime MatMul for fp32, ONNX Runtime's
-uint8 × int8 kernel for int8 (and uint8 × uint8, which per-row int8 uses without VNNI), torch for bf16. Load
+uint8 × int8 kernel for int8 (and uint8 × uint8, for a plan that stores its weights unsigned), torch for bf16. Load
 time (first load exports and caches ONNX artefacts) is not counted; tokenization is. Prints markdown tables.
 """
 
@@ -165,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from textclass import Classifier
-    from textclass.runtime.cpu import detect
+    from textclass.onnx.quantize import FORMATS, PLANS
+    from textclass.runtime.cpu import detect, int8_plan
     from textclass.runtime.onnx_engine import cpu_threads
     from textclass.runtime.precision import pick_precision
 
@@ -208,8 +209,8 @@ def main() -> None:
         clf = Classifier.from_pretrained(args.model, backend=backend, dtype=dtype)
         probs, seconds = textclass_probs(clf, texts)
         kind = {"float32": "fp32", "bfloat16": "bf16"}.get(clf.engine.dtype, clf.engine.dtype)
-        if clf.engine.backend == "onnx" and kind == "int8" and not detect().int8_dot:
-            kind = "int8 u8·u8"
+        if clf.engine.backend == "onnx" and kind == "int8" and FORMATS[PLANS[int8_plan()]].weight_dtype == np.uint8:
+            kind = "int8 u8·u8"  # the plan's weights are stored unsigned: the u8·u8 kernel's peak
         if backend is None:  # the CPU default: its mode, and how many texts it scored again in fp32 (rescore.py)
             counts = clf.engine.rescored
             again = f", {counts.again / counts.texts:.1%} rescored in fp32" if counts is not None else ""

@@ -200,8 +200,9 @@ def test_bf16_on_a_cpu_without_it_warns_and_a_pinned_one_falls_back(monkeypatch,
 # ---- the per-row int8 graph ----------------------------------------------------------------------------------
 def test_the_format_for_cpus_without_vnni_cannot_overflow_int16_pair_sums():
     formats = quantize.FORMATS
-    assert not formats[quantize.PLANS["avx2"]].overflows_without_vnni()  # u8·u8: 16-bit products
-    assert not formats["a8w7"].overflows_without_vnni() and not formats["a7w8"].overflows_without_vnni()
+    assert not formats[quantize.PLANS["avx2"]].overflows_without_vnni()  # 7-bit weights: 2·255·63 ≤ 32767
+    assert not formats["a8w8u"].overflows_without_vnni()  # u8·u8: 16-bit products
+    assert not formats["a7w8"].overflows_without_vnni()
     assert formats["a8w8"].overflows_without_vnni()  # 2·255·127 > 32767: u8·s8 at 8 bits is for VNNI CPUs only
     assert quantize.PLANS["vnni"] == "a8w8"
 

@@ -19,9 +19,12 @@ What decided this (bundled model against exact fp32 on SST-2 dev halves; the fig
 "The CPU default and its accuracy contract"):
 - uint8 activations × int8 weights is MLAS's fast pairing on x86 (int8 × int8 ran several times slower). Without
   VNNI its kernel adds pairs of u8·s8 products in int16 (vpmaddubsw), which saturates with 8-bit activations and
-  8-bit weights (on a GEMM with outlier channels). 7-bit weights (or activations) avoid that and run faster, but
-  miss the contract. So 8 bits and 8 bits: on VNNI/AMX CPUs the u8·s8 kernel sums in int32; on AVX2 the weights
-  are stored as uint8 around 128 for MLAS's u8·u8 kernel (16-bit products, no overflow). cpu.int8_plan picks.
+  8-bit weights (on a GEMM with outlier channels). So on VNNI/AMX CPUs 8-bit weights (the u8·s8 kernel sums in
+  int32), and on AVX2 7-bit weights (2·255·63 ≤ 32767: no overflow), 1.2x faster there than 8-bit weights stored
+  as uint8 around 128 for MLAS's u8·u8 kernel (the AVX2 format until 2026-12-06). 7-bit weights alone miss the
+  contract on texts with many near ties; with near ties scored again in fp32 (runtime/rescore.py), as the
+  default runs them, they keep it (docs/performance.md, "The AVX2 path on an AVX-512 machine"). cpu.int8_plan
+  picks.
 - A few residual channels are an order of magnitude larger than the others, and a row's scale follows its
   largest value: the other channels kept 3-4 bits. Dividing each input channel by s = sqrt(its typical max / its
   weights' max) and multiplying the weights' row by s (SmoothQuant, α = 0.5) evens them out. The typical max is
@@ -46,10 +49,10 @@ if TYPE_CHECKING:
 # One calibration batch as ONNX Runtime feeds: input_ids, attention_mask (and token_type_ids), (batch, seq) int64.
 Feeds = Mapping[str, np.ndarray]
 
-VERSION = 6  # bump when the rewrite or its entry changes: cached int8 artefacts of an older one are rebuilt
+VERSION = 7  # bump when the rewrite or its entry changes: cached int8 artefacts of an older one are rebuilt
 # (4: the entry notes the calibration sentences' fp32 logits, which the per-model choice of runtime/load.py reads;
 # 5: a row's peak is the product's row scale, 1/levels in the weights' scales: 5 operators a row, not 7;
-# 6: fused attention's Q, K and V are one product, split after)
+# 6: fused attention's Q, K and V are one product, split after; 7: the AVX2 plan is a8w7)
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,11 @@ class Format:
 
 FORMATS = {
     "a8w8": Format(8, 127),  # u8·s8: where it sums in int32 (VNNI, AMX)
-    "a8w8u": Format(8, 127, 128, np.uint8),  # u8·u8: any x86, no overflow
-    "a8w7": Format(8, 63),  # u8·s8 without overflow, faster on AVX2, outside the contract (bench only)
-    "a7w8": Format(7, 127),  # the same
+    "a8w7": Format(8, 63),  # u8·s8 without overflow: AVX2 (within the contract with near ties rescored)
+    "a8w8u": Format(8, 127, 128, np.uint8),  # u8·u8: no overflow, 1.2x slower on AVX2 (bench only)
+    "a7w8": Format(7, 127),  # u8·s8 without overflow, 7-bit activations (bench only)
 }
-PLANS = {"vnni": "a8w8", "avx2": "a8w8u"}  # cpu.int8_plan: which instruction set, which format
+PLANS = {"vnni": "a8w8", "avx2": "a8w7"}  # cpu.int8_plan: which instruction set, which format
 SMOOTHING = 0.5  # SmoothQuant's α: how much of a channel's range moves from the activation into the weights
 GELU_SHIFT = 0.171  # > the largest negative value of erf- and tanh-GELU (0.16997, 0.17004)
 _GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")

@@ -5,11 +5,9 @@ Flags come from /proc/cpuinfo (Linux; inside a VM they are what the hypervisor p
 the kernels can use), else from numpy's own CPU dispatch table (other systems). What they decide (the measurements
 are in docs/performance.md, "The CPU default and its accuracy contract"; ../shared/RECIPES.md lists the CPUs):
 - int8 dot products summed in int32 (VNNI: avx512_vnni, avx_vnni; AMX: amx_int8): per-row int8 (quantize.py)
-  on MLAS's fast uint8 × int8 kernel, 8-bit weights. Its answers equal the AVX2 format's (the same integers), so
-  the contract measured on AVX2 holds; its speed is the int8 kernel's.
-- AVX2 + FMA without VNNI: per-row int8 with 8-bit weights stored around 128 for the uint8 × uint8 kernel (the
-  uint8 × int8 one overflows its int16 sums at 8 bits here): faster than exact fp32 there, contract kept. If a
-  quiet machine shows it no faster than fp32, this kind's default belongs to fp32.
+  on MLAS's fast uint8 × int8 kernel, 8-bit weights; near ties scored again in fp32.
+- AVX2 + FMA without VNNI: the same kernel with 7-bit weights (at 8 bits its int16 pair sums overflow here); near
+  ties scored again in fp32, which keeps the contract with the coarser weights.
 - anything else (no AVX2, or not x86): ONNX Runtime fp32, exact; per-row int8 was not measured there.
 Native bf16 (avx512_bf16, amx_bf16) makes torch bf16 worth asking for; without it torch emulates bf16, several
 times slower than fp32, so bf16 is never picked there and asking for it by name warns.
@@ -94,7 +92,8 @@ def detect() -> CpuFeatures:
     if view == "avx2":
         flags = {flag for flag in flags if not flag.startswith(_ABOVE_AVX2)}
     elif view:
-        raise InputError(f"{CPU_ENV}={view!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), or unset it")
+        raise InputError(f"{CPU_ENV}={view!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), "
+                         "or unset it")
     return CpuFeatures(machine, frozenset(flags), name, view)
 
 
@@ -136,8 +135,8 @@ def default_mode(cpu: CpuFeatures | None = None) -> Choice:
         return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x int8 summed in int32; "
                                       "near ties scored again in fp32")  # fmt: skip
     if cpu.kind == "avx2":
-        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x uint8 kernel "
-                                      "(uint8 x int8 would overflow int16 sums without VNNI); near ties scored "
+        return Choice("onnx", "int8", f"CPU default ({cpu.describe()}): per-row int8, uint8 x int8 with 7-bit "
+                                      "weights (8-bit would overflow int16 sums without VNNI); near ties scored "
                                       "again in fp32")  # fmt: skip
     return Choice("onnx", "float32", f"CPU default ({cpu.describe()}): exact fp32; per-row int8 is not measured "
                                      "faster on this CPU")  # fmt: skip
@@ -146,7 +145,7 @@ def default_mode(cpu: CpuFeatures | None = None) -> Choice:
 # What per-row int8 costs against exact fp32 on each kind of CPU (time a text, the same texts), set a little above
 # what was measured (docs/performance.md: DistilBERT and MiniLM shapes, 2 threads) so that the per-model choice
 # (load.py: does rescoring pay?) errs towards exact fp32.
-INT8_COST = {"vnni": 0.45, "avx2": 0.85}
+INT8_COST = {"vnni": 0.45, "avx2": 0.7}
 
 
 def int8_cost(cpu: CpuFeatures | None = None) -> float:
