@@ -3,7 +3,8 @@ contract (contract.py), checked by `textclass check`, and served answers that do
 
 The rest of the suite pins exact fp32 (conftest.py sets TEXTCLASS_PRECISION); these tests remove the pin.
 CPU kinds other than this machine's are simulated by replacing cpu.detect: only the choice is tested under
-simulated flags, never a graph run (an 8-bit-weight graph would overflow on a CPU without VNNI).
+simulated flags, never a graph run (an 8-bit-weight graph would overflow on a CPU without VNNI). The graphs of the
+AVX2 path run where CI runs this file again under tools/avx2-view (AVX2 kernels, AVX2 format: .ci/run).
 """
 
 from __future__ import annotations
