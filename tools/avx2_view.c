@@ -2,22 +2,29 @@
  *
  * Loaded with LD_PRELOAD (tools/avx2-view builds and loads it). Libraries choose their kernels by the CPUID
  * instruction (ONNX Runtime's MLAS, PyTorch's cpuinfo, oneDNN, numpy); Linux can make CPUID fault instead of
- * answering (arch_prctl ARCH_SET_CPUID, the "cpuid_fault" flag in /proc/cpuinfo, also inside KVM guests). This
- * library turns that on, answers each faulting CPUID itself with the real answer less every AVX-512, VNNI
- * (AVX-512 and VEX), bf16, fp16 and AMX bit and the register state they need, and steps over the instruction. So
- * every kernel picked after start-up is the one an AVX2 + FMA machine would pick.
+ * answering (arch_prctl ARCH_SET_CPUID, the "cpuid_fault" flag in /proc/cpuinfo, also inside KVM guests; threads
+ * and forked children inherit it, exec resets it and LD_PRELOAD sets it again). This library turns that on,
+ * answers each faulting CPUID itself with the real answer less every AVX-512, VNNI (AVX-512 and VEX), bf16, fp16,
+ * AMX and AVX10 bit, and steps over the instruction. So every kernel picked by CPUID after start-up is the one an
+ * AVX2 + FMA machine would pick (MLAS, for one, needs a CPUID bit for each of its AVX-512/VNNI/AMX kernels). It
+ * also sets TEXTCLASS_CPU=avx2, so that textclass, which reads /proc/cpuinfo, chooses as such a machine would.
  *
- * What it cannot hide: the CPU's speed at AVX2 code (a Zen 4 core is not a Zen 2/3 core), glibc's own choice of
- * string routines (made before any library loads), and /proc/cpuinfo (textclass reads that; tools/avx2-view sets
- * TEXTCLASS_CPU=avx2 so that it chooses as such a machine would).
+ * What it cannot hide: the CPU's speed at AVX2 code (a Zen 4 core is not a Zen 2/3 core); XGETBV, which still
+ * reports the AVX-512 and AMX register state enabled (code that checks CPUID first, as MLAS does, never asks);
+ * choices made before this library's constructor runs (glibc's own string routines and <sys/platform/x86.h>,
+ * glibc-hwcaps library folders, IFUNCs resolved at start-up); and /proc/cpuinfo.
  *
- * SIGSEGV: CPUID's fault arrives as SIGSEGV. Handlers the program installs for SIGSEGV (Python's faulthandler,
- * pytest) are kept aside and called for every other SIGSEGV, so crashes still reach them.
+ * CPUID's fault arrives as SIGSEGV. So SIGSEGV is never really blocked (sigprocmask and pthread_sigmask leave it
+ * out: a CPUID with it blocked would kill the process), and handlers the program installs for SIGSEGV through
+ * sigaction, signal, bsd_signal or sysv_signal (Python's faulthandler, pytest) are kept aside and called for
+ * every other SIGSEGV, so crashes still reach them. Not covered: raw rt_sigaction/rt_sigprocmask system calls, a
+ * program handler's sa_mask, and seccomp sandboxes that refuse arch_prctl (the process then stops with a message).
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <cpuid.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,10 +35,23 @@
 #include <unistd.h>
 
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
+typedef int (*mask_fn)(int, const sigset_t *, sigset_t *);
 
 static sigaction_fn real_sigaction;
+static mask_fn real_sigprocmask, real_pthread_sigmask;
 static struct sigaction program_handler; /* what the program asked for SIGSEGV: SIG_DFL until it asks */
 static volatile unsigned long answered;   /* CPUIDs answered, for AVX2_VIEW_REPORT */
+
+static void say(const char *text) {
+    ssize_t ignored = write(2, text, strlen(text));
+    (void)ignored;
+}
+
+static void resolve(void) {
+    if (!real_sigaction) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+    if (!real_sigprocmask) real_sigprocmask = (mask_fn)dlsym(RTLD_NEXT, "sigprocmask");
+    if (!real_pthread_sigmask) real_pthread_sigmask = (mask_fn)dlsym(RTLD_NEXT, "pthread_sigmask");
+}
 
 static int cpuid_faults(int on) { return (int)syscall(SYS_arch_prctl, ARCH_SET_CPUID, on ? 0 : 1); }
 
@@ -52,11 +72,24 @@ static void hide(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
         /* EDX: AVX_VNNI_INT8, AVX_NE_CONVERT, AMX_COMPLEX, AVX_VNNI_INT16, AVX10 */
         r[3] &= ~(BIT(4) | BIT(5) | BIT(8) | BIT(10) | BIT(19));
     } else if (leaf == 0xD && sub == 0) {
-        /* EAX: the register state XSAVE supports: drop opmask/ZMM (5-7) and AMX tiles (17-18) */
+        /* EAX: the register state XSAVE supports, for code that reads it here: less opmask/ZMM and AMX tiles */
         r[0] &= ~(BIT(5) | BIT(6) | BIT(7) | BIT(17) | BIT(18));
     } else if (leaf == 0x1D || leaf == 0x1E || leaf == 0x24) {
         r[0] = r[1] = r[2] = r[3] = 0; /* AMX tile and AVX10 leaves */
     }
+}
+
+/* The default action for SIGSEGV, now: the process ends as it would have without this library. */
+static void die_by_default(void) {
+    struct sigaction dfl;
+    sigset_t segv;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    real_sigaction(SIGSEGV, &dfl, NULL);
+    sigemptyset(&segv);
+    sigaddset(&segv, SIGSEGV);
+    real_pthread_sigmask(SIG_UNBLOCK, &segv, NULL);
+    raise(SIGSEGV);
 }
 
 static void on_segv(int sig, siginfo_t *info, void *context) {
@@ -67,7 +100,10 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
         const unsigned char *ip = (const unsigned char *)regs[REG_RIP];
         if (ip[0] == 0x0F && ip[1] == 0xA2) {
             uint32_t leaf = (uint32_t)regs[REG_RAX], sub = (uint32_t)regs[REG_RCX], r[4];
-            cpuid_faults(0);
+            if (cpuid_faults(0) != 0) {
+                say("avx2-view: arch_prctl(ARCH_SET_CPUID) refused (a sandbox?): cannot answer CPUID\n");
+                _exit(3);
+            }
             __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
             cpuid_faults(1);
             hide(leaf, sub, r);
@@ -80,45 +116,78 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
             return;
         }
     }
-    /* Any other SIGSEGV: the program's own handler, or the default action (returning re-runs the fault). */
-    if (program_handler.sa_flags & SA_SIGINFO) {
-        program_handler.sa_sigaction(sig, info, context);
-    } else if (program_handler.sa_handler == SIG_DFL || program_handler.sa_handler == SIG_IGN) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        real_sigaction(SIGSEGV, &dfl, NULL);
-    } else {
-        program_handler.sa_handler(sig);
+    /* Any other SIGSEGV goes where the program asked. */
+    struct sigaction asked = program_handler;
+    if (asked.sa_handler == SIG_IGN && info->si_code <= 0) return; /* sent by kill/raise, and ignored */
+    if (asked.sa_handler == SIG_DFL || asked.sa_handler == SIG_IGN) {
+        die_by_default(); /* a fault cannot be ignored: the kernel would end the process too */
+        return;
     }
+    if (asked.sa_flags & SA_RESETHAND) {
+        memset(&program_handler, 0, sizeof program_handler);
+        program_handler.sa_handler = SIG_DFL;
+    }
+    if (asked.sa_flags & SA_SIGINFO) asked.sa_sigaction(sig, info, context);
+    else asked.sa_handler(sig);
 }
 
-/* The program's SIGSEGV handler is kept aside; ours stays installed. Other signals pass through. */
+/* SIGSEGV handlers the program asks for are kept aside; ours stays installed. Other signals pass through. */
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
-    if (!real_sigaction) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+    resolve();
     if (sig != SIGSEGV) return real_sigaction(sig, act, old);
     if (old) *old = program_handler;
     if (act) program_handler = *act;
     return 0;
 }
 
-static void say(const char *text) {
-    ssize_t ignored = write(2, text, strlen(text));
-    (void)ignored;
+static sighandler_t set_handler(int sig, sighandler_t handler, int flags) {
+    struct sigaction act, old;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    act.sa_flags = flags;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
+}
+
+sighandler_t signal(int sig, sighandler_t handler) { return set_handler(sig, handler, SA_RESTART); }
+sighandler_t bsd_signal(int sig, sighandler_t handler) { return set_handler(sig, handler, SA_RESTART); }
+sighandler_t sysv_signal(int sig, sighandler_t handler) {
+    return set_handler(sig, handler, SA_RESETHAND | SA_NODEFER);
+}
+
+/* SIGSEGV stays deliverable: a CPUID while it is blocked would end the process. */
+static int leave_segv(mask_fn real, int how, const sigset_t *set, sigset_t *old) {
+    sigset_t without;
+    resolve();
+    if (set && (how == SIG_BLOCK || how == SIG_SETMASK) && sigismember(set, SIGSEGV) == 1) {
+        without = *set;
+        sigdelset(&without, SIGSEGV);
+        set = &without;
+    }
+    return real(how, set, old);
+}
+
+int sigprocmask(int how, const sigset_t *set, sigset_t *old) { return leave_segv(real_sigprocmask, how, set, old); }
+int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+    return leave_segv(real_pthread_sigmask, how, set, old);
 }
 
 __attribute__((constructor)) static void start(void) {
     struct sigaction ours;
-    if (!real_sigaction) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+    resolve();
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = on_segv;
-    ours.sa_flags = SA_SIGINFO;
+    /* SA_NODEFER: a CPUID inside the program's own SIGSEGV handler (called from ours) is answered too;
+       SA_ONSTACK: faulthandler's alternate stack still serves a stack overflow. */
+    ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
     sigemptyset(&ours.sa_mask);
     real_sigaction(SIGSEGV, &ours, &program_handler);
     if (cpuid_faults(1) != 0) {
         say("avx2-view: this CPU or kernel cannot make CPUID fault (no cpuid_fault flag), so AVX-512 cannot be hidden\n");
         _exit(3);
     }
+    setenv("TEXTCLASS_CPU", "avx2", 1);
 }
 
 __attribute__((destructor)) static void stop(void) {

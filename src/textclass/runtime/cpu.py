@@ -88,12 +88,16 @@ def detect() -> CpuFeatures:
         flags, name = _proc_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
     except OSError:
         flags, name = _numpy_flags(), platform.processor()
-    view = os.environ.get(CPU_ENV, "").strip().lower()
-    if view == "avx2":
-        flags = {flag for flag in flags if not flag.startswith(_ABOVE_AVX2)}
-    elif view:
-        raise InputError(f"{CPU_ENV}={view!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), "
+    asked = os.environ.get(CPU_ENV, "")
+    view = asked.strip().lower()
+    if view and view != "avx2":
+        raise InputError(f"{CPU_ENV}={asked!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), "
                          "or unset it")
+    if view:
+        features = CpuFeatures(machine, frozenset(flags), name)
+        if not features.avx2:
+            raise InputError(f"{CPU_ENV}={asked!r}, but this CPU has no AVX2 ({features.describe()}): unset it")
+        flags = {flag for flag in flags if not flag.startswith(_ABOVE_AVX2)}
     return CpuFeatures(machine, frozenset(flags), name, view)
 
 
