@@ -4,8 +4,9 @@ several near-tie rules, against exact fp32; and what the CPU default chooses for
 python bench/multiclass.py --model DIR --texts FILE [--limit 0] [--gaps 0.1,0.2,0.3,0.5]
 
 Rules compared (runtime/rescore.py): the two-label rule (top probability minus runner-up ≤ 0.5), top-two logit
-gaps (after the temperature) of each of --gaps, and the default's own rule (rescore.near_ties: for more than two
-labels a gap ≤ MULTI_GAP). Choose on texts no report uses (a held-out part of train); report dev once.
+gaps (after the temperature) of each of --gaps, top probabilities (after the temperature) of at most each of
+--tops, and the default's own rule (rescore.near_ties: for more than two labels a top probability ≤ MULTI_TOP).
+Choose on texts no report uses (a held-out part of train); report dev once.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--texts", required=True, help="SST-style .tsv or one text per line")
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--gaps", default="0.1,0.2,0.3,0.5", help="top-two logit gaps to compare")
+    parser.add_argument("--gaps", default="0.3,0.5,0.7,1.0", help="top-two logit gaps to compare")
+    parser.add_argument("--tops", default="0.6,0.7,0.75,0.8", help="top probabilities to compare")
     args = parser.parse_args()
 
     from textclass import Classifier
     from textclass.accuracy.check import probabilities
     from textclass.accuracy.contract import evaluate
-    from textclass.runtime.rescore import MARGIN, MULTI_GAP, near_ties
+    from textclass.runtime.rescore import MARGIN, MULTI_TOP, near_ties
 
     texts = read_texts(Path(args.texts), args.limit or None)
     exact = Classifier.from_pretrained(args.model, backend="onnx", dtype="fp32")
@@ -48,7 +50,8 @@ def main() -> None:
     top2 = np.sort(probs(fast), axis=1)[:, -2:]
     ties = {f"probability gap ≤ {MARGIN} (two-label rule)": np.flatnonzero(top2[:, 1] - top2[:, 0] <= MARGIN),
             **{f"logit gap ≤ {gap}": near_ties_by_gap(fast, temperature, float(gap)) for gap in args.gaps.split(",")},
-            f"the default's rule (logit gap ≤ {MULTI_GAP})": near_ties(fast, "softmax", temperature)}  # fmt: skip
+            **{f"top probability ≤ {top}": np.flatnonzero(top2[:, 1] <= float(top)) for top in args.tops.split(",")},
+            f"the default's rule (top probability ≤ {MULTI_TOP})": near_ties(fast, "softmax", temperature)}  # fmt: skip
     rows = []
     for name, chosen in [("int8 alone", np.array([], dtype=int)), *ties.items()]:
         mixed = fast.copy()
