@@ -479,4 +479,8 @@ def test_check_says_to_pin_fp32_where_the_mode_ran_slower(capsys, tmp_path):
     assert "40.0% of the texts" in shown and 'ran slower than exact fp32' in shown and '"onnx-fp32"' in shown
     _print(Measurement(verdict, "onnx-int8", "CPU default", "onnx-float32", 110.0, 100.0, rescored=0.01), tmp_path)
     assert "ran slower" not in capsys.readouterr().out
+    # A default that is exact fp32 already (a model unsure of its texts): nothing to pin, whatever the timings said.
+    _print(Measurement(verdict, "onnx-float32", "CPU default", "onnx-float32", 99.0, 100.0), tmp_path)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "ran slower" not in shown and "onnx-float32 is exact fp32 already" in shown
 

@@ -63,7 +63,9 @@ def _print(result, data: Path) -> None:
                   f"{result.reference_texts_per_second:,.0f} texts/s ({speedup:.2f}×)")  # fmt: skip
     if result.rescored is not None:
         console.print(f"near ties scored again in fp32: {result.rescored:.1%} of the texts")
-    if result.mode_texts_per_second < result.reference_texts_per_second:
+    if result.mode == result.reference:  # the mode checked is exact fp32 itself: nothing to pin, no speed to compare
+        console.print(f"{result.mode} is exact fp32 already: the figures above are its own run-to-run differences")
+    elif result.mode_texts_per_second < result.reference_texts_per_second:
         console.print(f"{result.mode} ran slower than exact fp32 on these texts: pin {result.reference} (--dtype fp32, "
                       f'or "textclass_precision": "{result.reference.replace("float32", "fp32")}" in config.json)',
                       markup=False)  # fmt: skip
