@@ -84,13 +84,16 @@ def paragraphs(sentences: list[str], count_tokens, target: int = 300) -> list[st
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name and count, e.g. "AMD EPYC, 2 CPUs", and whether the AVX2 path was viewed on it."""
+    from textclass.runtime.cpu import detect
+
+    features = detect()
+    name = f"{features.name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} CPUs"
+    if not features.view:
+        return name
+    if "avx2_view" in os.environ.get("LD_PRELOAD", ""):
+        return f"{name}, AVX2 view (tools/avx2-view: AVX2 kernels, AVX2 format)"
+    return f"{name}, TEXTCLASS_CPU=avx2 (AVX2 format on this CPU's own kernels)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
