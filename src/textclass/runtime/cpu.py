@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from textclass.errors import InputError
@@ -88,17 +88,17 @@ def detect() -> CpuFeatures:
         flags, name = _proc_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
     except OSError:
         flags, name = _numpy_flags(), platform.processor()
+    features = CpuFeatures(machine, frozenset(flags), name)
     asked = os.environ.get(CPU_ENV, "")
     view = asked.strip().lower()
-    if view and view != "avx2":
+    if not view:
+        return features
+    if view != "avx2":
         raise InputError(f"{CPU_ENV}={asked!r} is not a CPU view: use avx2 (choose as an AVX2-only CPU would), "
                          "or unset it")
-    if view:
-        features = CpuFeatures(machine, frozenset(flags), name)
-        if not features.avx2:
-            raise InputError(f"{CPU_ENV}={asked!r}, but this CPU has no AVX2 ({features.describe()}): unset it")
-        flags = {flag for flag in flags if not flag.startswith(_ABOVE_AVX2)}
-    return CpuFeatures(machine, frozenset(flags), name, view)
+    if not features.avx2:
+        raise InputError(f"{CPU_ENV}={asked!r}, but this CPU has no AVX2 ({features.describe()}): unset it")
+    return replace(features, flags=frozenset(flag for flag in flags if not flag.startswith(_ABOVE_AVX2)), view=view)
 
 
 def _proc_cpuinfo(text: str) -> tuple[set[str], str]:
