@@ -1,7 +1,7 @@
 """The accuracy contract on a multi-class model: per-row int8 alone, and with its near ties rescored in fp32 under
 several near-tie rules, against exact fp32; and what the CPU default chooses for the model, with its speed.
 
-python bench/multiclass.py --model DIR --texts FILE [--limit 0] [--gaps 0.1,0.2,0.3,0.5]
+python bench/multiclass.py --model DIR --texts FILE [--limit 0] [--gaps 0.3,0.5,0.7,1.0] [--tops 0.6,0.7,0.75,0.8]
 
 Rules compared (runtime/rescore.py): the two-label rule (top probability minus runner-up ≤ 0.5), top-two logit
 gaps (after the temperature) of each of --gaps, top probabilities (after the temperature) of at most each of
